@@ -1,0 +1,137 @@
+"""`lorasec` command line: a thin typer layer over the Python API. Exit 0 ok, 2 bad input."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from lorasec.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  help="Audit the training-time security of fine-tuning methods.")
+console = Console()
+DEFAULT_STORE = Path("results.db")
+StoreOpt = Annotated[Path, typer.Option("--store", help="SQLite results file (created on first save)")]
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+
+
+def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as e:  # config, data, model path: the user's to fix
+            if os.environ.get("LORASEC_DEBUG") == "1":
+                traceback.print_exc()
+            typer.echo(f"lorasec: {e}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _print_results(results: list[dict], store: Path) -> None:
+    from lorasec.report.table import comparison_table
+
+    console.print(comparison_table(results))
+    cached = sum(bool(r.get("cached")) for r in results)
+    note = f" ({cached} reused from the store)" if cached else ""
+    console.print(f"results stored in {store.resolve()}{note}")
+
+
+@app.command()
+@one_line_errors
+def run(config: Annotated[Path, typer.Argument(help="experiment YAML")], store: StoreOpt = DEFAULT_STORE,
+        force: Annotated[bool, typer.Option(help="rerun even if the store holds this config")] = False) -> None:
+    """Run one experiment (and its clean baseline) and store the result."""
+    from lorasec.audit import audit
+    from lorasec.config import load_config
+
+    cfg = load_config(config)
+    _print_results([audit(cfg, store, force=force)], store)
+
+
+@app.command()
+@one_line_errors
+def grid(spec: Annotated[Path, typer.Argument(help="grid YAML: base experiment + axes")],
+         store: StoreOpt = DEFAULT_STORE) -> None:
+    """Run every cell of a grid in order (cells already stored are reused) and print the table."""
+    from lorasec.audit import audit_all
+    from lorasec.grid import load_grid
+
+    cells = load_grid(spec)
+    _print_results(audit_all(cells, store), store)
+
+
+@app.command()
+@one_line_errors
+def demo(store: StoreOpt = DEFAULT_STORE) -> None:
+    """Full vs LoRA r=8 vs head-only on MiniLM + movie reviews: clean, label flip 0.3, prefix backdoor."""
+    from lorasec.audit import audit_all
+    from lorasec.grid import load_grid
+
+    cells = load_grid(DEMO_CONFIG)
+    console.print(f"lorasec demo: {len(cells)} cells (minilm, movie-reviews, seed 1); stored cells are reused")
+    _print_results(audit_all(cells, store), store)
+
+
+@app.command()
+@one_line_errors
+def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")]) -> None:
+    """Check a config, its names, its data columns and model path without training."""
+    from lorasec.attacks.base import check_target
+    from lorasec.config import load_config
+    from lorasec.data import load_splits
+    from lorasec.models.weights import check_safetensors_dir
+
+    cfg = load_config(config)
+    splits = load_splits(cfg.data, cfg.seed)
+    check_target(cfg.attack, splits.train.n_classes)
+    if cfg.model.name == "local":
+        check_safetensors_dir(Path(cfg.model.path))
+    typer.echo(f"ok: {cfg.label()} on {cfg.data.name} ({len(splits.train)} train rows)")
+
+
+@app.command()
+def models() -> None:
+    """List the model names a config may use."""
+    from lorasec.models import DESCRIPTIONS, MODELS
+
+    for n in MODELS.names():
+        typer.echo(f"{n:12} {DESCRIPTIONS.get(n, '')}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset names a config may use."""
+    from lorasec.data import DATASETS, DESCRIPTIONS
+
+    for n in DATASETS.names():
+        typer.echo(f"{n:16} {DESCRIPTIONS.get(n, '')}")
+
+
+@app.command()
+@one_line_errors
+def show(store: StoreOpt = DEFAULT_STORE) -> None:
+    """Print the table of every classification result in the store."""
+    from lorasec.store import open_store, results
+
+    if not store.exists():
+        raise InputError(f"--store: {str(store)!r} does not exist")
+    con = open_store(store)
+    _print_results(list(results(con, "classification")), store)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Fine-tuning methods: name -> function(model, config, head names) -> Adapted.
+
+`adapt` decides which parameters train; the optimizer and the NTK both read `Adapted.trainable`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from lorasec.config import FullMethod, HeadOnlyMethod, LoraMethod, MethodConfig
+from lorasec.errors import InputError
+from lorasec.registry import Registry
+
+METHODS: Registry = Registry("method")
+
+DESCRIPTIONS = {
+    "full": "full fine-tuning: every parameter trains",
+    "lora": "LoRA adapters via peft (rank, alpha, dropout, targets, init variance of A, freeze-A); head trains",
+    "head_only": "only the task head trains (linear probe on frozen features)",
+}
+
+# module-name suffixes of the named target sets, across BERT, Llama and GPT-2 naming
+ATTENTION = ("query", "key", "value", "attention.output.dense", "q_proj", "k_proj", "v_proj", "o_proj", "c_attn",
+             "attn.c_proj")
+QUERY_VALUE = ("query", "value", "q_proj", "v_proj")
+HEAD_NAMES = ("classifier", "score", "lm_head")
+
+
+@dataclass
+class Adapted:
+    model: nn.Module
+    trainable: tuple[str, ...]  # names of the parameters that train, in model.named_parameters() order
+    n_trainable: int
+    n_total: int
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """Top-level names of the task head (`classifier` for BERT, `score` / `lm_head` for decoders)."""
+    names = [n for n, _ in model.named_children() if n in HEAD_NAMES]
+    if not names:
+        raise InputError(f"method: cannot find the model's head (looked for {', '.join(HEAD_NAMES)})")
+    return names
+
+
+def _finish(model: nn.Module) -> Adapted:
+    trainable = tuple(n for n, p in model.named_parameters() if p.requires_grad)
+    params = dict(model.named_parameters())
+    return Adapted(model, trainable, sum(params[n].numel() for n in trainable),
+                   sum(p.numel() for p in model.parameters()))
+
+
+@METHODS.register("full")
+def full(model: nn.Module, cfg: FullMethod) -> Adapted:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return _finish(model)
+
+
+@METHODS.register("head_only")
+def head_only(model: nn.Module, cfg: HeadOnlyMethod) -> Adapted:
+    heads = tuple(f"{h}." for h in head_modules(model))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n.startswith(heads))
+    return _finish(model)
+
+
+def lora_targets(model: nn.Module, cfg: LoraMethod) -> list[str]:
+    """Full names of the linear modules that get an adapter under `cfg.targets`."""
+    heads = tuple(head_modules(model))
+    linear = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
+    in_head = [n for n in linear if n.split(".")[0] in heads]
+    body = [n for n in linear if n not in in_head]
+    if cfg.targets == "all-linear":
+        chosen = body
+    else:
+        suffixes = {"attention": ATTENTION, "query-value": QUERY_VALUE}.get(cfg.targets, cfg.targets)  # type: ignore[call-overload]
+        chosen = [n for n in body if any(n == s or n.endswith("." + s) for s in suffixes)]
+    if not chosen:
+        raise InputError(f"method.targets: {cfg.targets!r} matches no linear layer of this model")
+    # the paper code's treatment: an adapter on the frozen, randomly initialised head
+    return chosen + in_head if cfg.head == "lora_on_random" else chosen
+
+
+@METHODS.register("lora")
+def lora(model: nn.Module, cfg: LoraMethod) -> Adapted:
+    heads = head_modules(model)
+    peft_cfg = LoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=lora_targets(model, cfg),
+        modules_to_save=heads if cfg.head == "train" else None, bias="none",
+    )
+    wrapped = get_peft_model(model, peft_cfg)
+    for layer in (m for m in wrapped.modules() if isinstance(m, LoraLayer)):
+        for a in layer.lora_A.values():
+            if cfg.init_scale is not None:
+                # Var(A) = init_scale / d_in: the paper's sweep axis (peft's kaiming default is 1/3)
+                with torch.no_grad():
+                    a.weight.normal_(0.0, math.sqrt(cfg.init_scale / a.weight.shape[1]))
+            if cfg.freeze_a:
+                a.weight.requires_grad_(False)
+    return _finish(wrapped)
+
+
+def adapt(model: nn.Module, cfg: MethodConfig) -> Adapted:
+    """Set which parameters of `model` train under the method; LoRA wraps the model with peft."""
+    return METHODS.get(cfg.kind)(model, cfg)
+
+
+def lora_a_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
+    """name -> A weight (r, d_in) of every LoRA layer, for the init-variance checks and M_delta analysis."""
+    return {n: p for n, p in model.named_parameters() if "lora_A" in n}
+
+
+__all__ = ["METHODS", "DESCRIPTIONS", "Adapted", "adapt", "head_modules", "lora_a_matrices", "lora_targets"]

@@ -1,0 +1,58 @@
+"""Classification metrics from per-sample predictions (scikit-learn), and the prediction pass that makes them.
+
+CACC: accuracy on the clean test set. ASR (attack success rate): share of triggered test rows whose true
+label is not the target that are predicted as the target. The paper reports "triggered accuracy" instead:
+share of those rows predicted as their TRUE label; for two classes it is 1 - ASR.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from lorasec.data.text import TextDataset
+from lorasec.train import collate, encode
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
+                  max_length: int, progress: bool = False) -> np.ndarray:
+    """(n, k) class probabilities, rows in the order of `ds`; batches are length-sorted for speed."""
+    model.eval()
+    enc = encode(tokenizer, ds.texts, max_length)
+    order = np.argsort([len(s) for s in enc.input_ids], kind="stable")
+    device = next(model.parameters()).device
+    out = np.zeros((len(ds), ds.n_classes), dtype=np.float64)
+    for start in tqdm(range(0, len(ds), batch_size), desc="eval", disable=not progress, leave=False):
+        rows = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(enc, None, rows, tokenizer.pad_token_id).items()}
+        logits = model(**batch).logits.float()  # (B, k)
+        out[rows] = torch.softmax(logits, dim=-1).double().cpu().numpy()
+    return out
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy plus macro precision/recall/F1; for two classes also binary P/R/F1 with class 1 positive."""
+    labels = np.asarray(labels)
+    preds = np.asarray(preds)
+    p, r, f, _ = precision_recall_fscore_support(labels, preds, average="macro", labels=list(range(n_classes)),
+                                                 zero_division=0)
+    out = {"accuracy": float(accuracy_score(labels, preds)), "precision_macro": float(p),
+           "recall_macro": float(r), "f1_macro": float(f)}
+    if n_classes == 2:
+        p, r, f, _ = precision_recall_fscore_support(labels, preds, average="binary", pos_label=1, zero_division=0)
+        out |= {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return out
+
+
+def backdoor_metrics(true_labels: np.ndarray, preds: np.ndarray, target: int) -> dict[str, float]:
+    """ASR and the paper's triggered accuracy on triggered rows whose true label is not `target`."""
+    true_labels = np.asarray(true_labels)
+    preds = np.asarray(preds)
+    if np.any(true_labels == target):
+        raise ValueError("triggered rows must exclude the target class")
+    return {"asr": float(np.mean(preds == target)), "triggered_accuracy": float(np.mean(preds == true_labels)),
+            "n_triggered": int(len(preds))}

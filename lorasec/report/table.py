@@ -1,0 +1,46 @@
+"""Side-by-side table of classification results: clean accuracy, its change from the clean baseline, F1, ASR."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _fmt(x: float | None, spec: str = ".3f", signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+{spec}}" if signed else f"{x:{spec}}"
+
+
+def row(result: dict) -> dict:
+    """Flat numbers for one result: what the table and the tests read."""
+    clean = result["metrics"]["clean"]
+    bd = result["metrics"].get("backdoor")
+    base = result.get("baseline")
+    cfg = result["config"]
+    method = cfg["method"]["kind"] + (f" r={cfg['method']['rank']}" if cfg["method"]["kind"] == "lora" else "")
+    attack = cfg["attack"]["kind"] + (f" {cfg['attack']['rate']:g}" if "rate" in cfg["attack"] else "")
+    return {
+        "method": method,
+        "attack": attack,
+        "cacc": clean["accuracy"],
+        "delta_cacc": clean["accuracy"] - base["clean"]["accuracy"] if base else None,
+        "f1": clean.get("f1", clean["f1_macro"]),
+        "asr": bd["asr"] if bd else None,
+        "triggered_accuracy": bd["triggered_accuracy"] if bd else None,
+        "n_poisoned": len(result["poisoned"]["ids"]),
+        "trainable_params": result["model"]["trainable_params"],
+        "seconds": result["timings"]["total_s"],
+        "lr": result["train"]["lr"],
+    }
+
+
+def comparison_table(results: list[dict], title: str = "lorasec: robustness by fine-tuning method") -> Table:
+    t = Table(title=title)
+    for col in ("method", "attack", "CACC", "ΔCACC vs clean", "F1", "ASR", "trig. acc", "poisoned", "trainable",
+                "lr", "time s"):
+        t.add_column(col, justify="left" if col in ("method", "attack") else "right")
+    for r in sorted((row(x) for x in results), key=lambda r: (r["attack"], r["method"])):
+        t.add_row(r["method"], r["attack"], _fmt(r["cacc"]), _fmt(r["delta_cacc"], signed=True), _fmt(r["f1"]),
+                  _fmt(r["asr"]), _fmt(r["triggered_accuracy"]), str(r["n_poisoned"]),
+                  f"{r['trainable_params']:,}", f"{r['lr']:g}", f"{r['seconds']:.0f}")
+    return t

