@@ -1,0 +1,147 @@
+"""Bad input: one line on stderr naming the field, exit code 2, nothing written to the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lorasec.cli import app
+from lorasec.store import open_store, results
+
+runner = CliRunner()
+
+
+def write_cfg(tmp: Path, raw: dict) -> Path:
+    p = tmp / "exp.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def bad_run(tmp: Path, raw: dict) -> str:
+    store = tmp / "results.db"
+    res = runner.invoke(app, ["run", str(write_cfg(tmp, raw)), "--store", str(store)])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert not store.exists()
+    return lines[0]
+
+
+def with_(base: dict, **parts: dict) -> dict:
+    out = dict(base)
+    for k, v in parts.items():
+        out[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"method": {"kind": "lorra"}}, "method.kind: unknown method 'lorra'. Did you mean 'lora'?"),
+        ({"attack": {"kind": "badnet", "rate": 0.1}}, "attack.kind: unknown attack 'badnet'"),
+        ({"model": {"name": "bert-huge"}}, "model.name: unknown model 'bert-huge'"),
+        ({"data": {"name": "sst3"}}, "data.name: unknown dataset 'sst3'"),
+        ({"method": {"kind": "lora", "rank": 0}}, "method.rank: Input should be greater than 0"),
+        ({"method": {"kind": "lora", "rank": -4}}, "method.rank"),
+        ({"attack": {"kind": "label_flip", "rate": 1.5}}, "attack.rate: Input should be less than or equal to 1"),
+        ({"attack": {"kind": "prefix", "rate": -0.1}}, "attack.rate"),
+        ({"attack": {"kind": "prefix", "rate": 0.1, "trigger": ""}}, "attack.trigger"),
+        ({"attack": {"kind": "multi_trigger", "rate": 0.1, "triggers": []}}, "attack.triggers"),
+        ({"attack": {"kind": "prefix", "rate": 0.1, "target": 7}}, "attack.target: 7 is out of range"),
+        ({"train": {"steps": 5, "batch_size": 8, "max_length": 48, "lr": 0}}, "train.lr"),
+        ({"model": {"name": "local", "path": "/nonexistent/model"}}, "model.path"),
+        ({"seed": -1}, "seed"),
+        ({"epochs_typo": 3}, "epochs_typo: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_config_values_exit_2_with_one_line(tmp_path, tiny_cfg, change, expected):
+    raw = {**tiny_cfg, **change}
+    line = bad_run(tmp_path, raw)
+    assert line.startswith("lorasec: ")
+    assert expected in line
+
+
+def test_bad_data_files(tmp_path, tiny_cfg):
+    base = {**tiny_cfg, "attack": {"kind": "none"}}
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    assert "empty" in bad_run(tmp_path, base | {"data": {"name": "csv", "path": str(empty)}})
+
+    cols = tmp_path / "cols.csv"
+    cols.write_text("sentence,label\nhello,0\nworld,1\n")
+    line = bad_run(tmp_path, base | {"data": {"name": "csv", "path": str(cols)}})
+    assert "data.text_column: column 'text' not found" in line
+    line = bad_run(tmp_path, base | {"data": {"name": "csv", "path": str(cols), "text_column": "sentence",
+                                              "label_column": "y"}})
+    assert "data.label_column" in line
+
+    rng = tmp_path / "range.jsonl"
+    rng.write_text("\n".join(json.dumps({"text": f"t{i}", "label": lbl}) for i, lbl in enumerate([0, 1, 3, -1])))
+    assert "out of range" in bad_run(tmp_path, base | {"data": {"name": "jsonl", "path": str(rng)}})
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9 ok,0\nbad,1\n".encode("latin-1"))
+    assert "not UTF-8" in bad_run(tmp_path, base | {"data": {"name": "csv", "path": str(latin)}})
+
+    missing = tmp_path / "nope.csv"
+    assert "does not exist" in bad_run(tmp_path, base | {"data": {"name": "csv", "path": str(missing)}})
+
+
+def test_pickle_checkpoint_is_refused(tmp_path, tiny_cfg):
+    d = tmp_path / "pickled"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "pytorch_model.bin").write_bytes(b"not loaded")
+    line = bad_run(tmp_path, {**tiny_cfg, "model": {"name": "local", "path": str(d)}})
+    assert "pickle" in line and "safetensors" in line
+    line = bad_run(tmp_path, {**tiny_cfg, "model": {"name": "local", "path": str(d / "pytorch_model.bin")}})
+    assert "pickle" in line
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("- just\n- a list\n")
+    res = runner.invoke(app, ["run", str(p), "--store", str(tmp_path / "r.db")])
+    assert res.exit_code == 2 and "expected a mapping" in res.stderr
+
+
+def test_installed_entry_point_run_and_bad_input(tmp_path, tiny_cfg):
+    """The real `lorasec` console script: a good run stores its cells; a bad one exits 2 and stores nothing."""
+    exe = Path(sys.executable).parent / "lorasec"
+    store = tmp_path / "r.db"
+    good = subprocess.run([exe, "run", str(write_cfg(tmp_path, tiny_cfg)), "--store", str(store)],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "results stored in" in good.stdout and "ASR" in good.stdout
+    assert len(list(results(open_store(store)))) == 2  # the cell and its clean baseline
+
+    bad_store = tmp_path / "bad.db"
+    bad = subprocess.run([exe, "run", str(write_cfg(tmp_path, {**tiny_cfg, "method": {"kind": "lora", "rank": 0}})),
+                          "--store", str(bad_store)], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "method.rank" in bad.stderr
+    assert not bad_store.exists()
+
+
+def test_listing_commands_read_the_registries():
+    from lorasec.data import DATASETS
+    from lorasec.models import MODELS
+
+    out = runner.invoke(app, ["models"]).stdout
+    assert all(n in out for n in MODELS.names())
+    out = runner.invoke(app, ["datasets"]).stdout
+    assert all(n in out for n in DATASETS.names())
+
+
+def test_validate_checks_without_training(tmp_path, tiny_cfg):
+    res = runner.invoke(app, ["validate", str(write_cfg(tmp_path, tiny_cfg))])
+    assert res.exit_code == 0 and res.stdout.startswith("ok:")
+    res = runner.invoke(app, ["validate", str(write_cfg(tmp_path, {**tiny_cfg, "attack": {"kind": "prefix",
+                                                                                          "rate": 0.1, "target": 9}}))])
+    assert res.exit_code == 2
