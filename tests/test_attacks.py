@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import toy_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
-from conftest import toy_dataset
 from lorasec.attacks import ATTACKS, poison, triggered_test_set
 from lorasec.attacks.backdoor import n_poisoned
-from lorasec.config import AttackConfig, BACKDOOR_KINDS, LabelFlip, parse_config
+from lorasec.config import BACKDOOR_KINDS, AttackConfig, LabelFlip, parse_config
 from lorasec.errors import InputError
-from pydantic import TypeAdapter
 
 BACKDOORS = {
     "prefix": {"kind": "prefix", "trigger": "cf", "separator": " "},

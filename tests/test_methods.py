@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import toy_dataset
 from pydantic import TypeAdapter
 
-from conftest import toy_dataset
 from lorasec.config import MethodConfig, TinyBert, TrainConfig
 from lorasec.methods import METHODS, adapt, lora_a_matrices
 from lorasec.models import load_classifier

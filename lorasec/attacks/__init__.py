@@ -5,7 +5,7 @@ Each attack records exactly which training rows it changed, so every result can 
 
 from __future__ import annotations
 
-from lorasec.attacks.base import ATTACKS, PoisonedDataset, poison, triggered_test_set
 from lorasec.attacks import backdoor, label_flip  # noqa: F401  (register)
+from lorasec.attacks.base import ATTACKS, PoisonedDataset, poison, triggered_test_set
 
 __all__ = ["ATTACKS", "PoisonedDataset", "poison", "triggered_test_set"]

@@ -69,7 +69,9 @@ def backdoor(ds: TextDataset, cfg: BackdoorConfig, rng: np.random.Generator) -> 
     n = n_poisoned(cfg.rate, len(ds))
     if n > len(eligible):
         which = "of" if clean_label else "not of"
-        raise InputError(f"attack.rate: {cfg.rate} asks for {n} rows but only {len(eligible)} are {which} the target class")
+        raise InputError(
+            f"attack.rate: {cfg.rate} asks for {n} rows but only {len(eligible)} are {which} the target class"
+        )
     rows = np.sort(rng.choice(eligible, size=n, replace=False))
     trigger = TRIGGERS[cfg.kind]
     texts = list(ds.texts)

