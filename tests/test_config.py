@@ -62,3 +62,15 @@ def test_shipped_demo_config_is_valid():
 
     cells = load_grid(DEMO_CONFIG)
     assert len(cells) == 9 and {c.model.name for c in cells} == {"minilm"}
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    from lorasec.config import load_yaml
+    from lorasec.grid import load_grid
+
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        raw = load_yaml(path)
+        cells = load_grid(path) if "axes" in raw else [load_config(path)]
+        assert cells, path
