@@ -15,8 +15,8 @@ from lorasec.store import config_key, load, open_store, save
 
 
 def baseline_of(cfg: ExperimentConfig) -> ExperimentConfig | None:
-    """The same cell without the attack; None if the cell is already clean."""
-    if isinstance(cfg.attack, NoAttack):
+    """The same cell without the attack; None if the cell is already clean (or not a classification cell)."""
+    if cfg.task != "classification" or isinstance(cfg.attack, NoAttack):
         return None
     return cfg.model_copy(update={"attack": NoAttack(kind="none")})
 
@@ -36,7 +36,12 @@ def audit(cfg: ExperimentConfig, store: Path, force: bool = False, progress: boo
     key = config_key(cfg)
     if not force and (hit := _stored(store, key)) is not None:
         return hit | {"cached": True}
-    result = run(cfg, progress=progress)
+    if cfg.task == "memorization":
+        from lorasec.memorization.run import run_memorization
+
+        result = run_memorization(cfg, progress=progress)  # type: ignore[arg-type]
+    else:
+        result = run(cfg, progress=progress)
     fresh = [result]
     base_cfg = baseline_of(cfg)
     if base_cfg is not None:

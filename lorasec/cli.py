@@ -21,6 +21,7 @@ console = Console()
 DEFAULT_STORE = Path("results.db")
 StoreOpt = Annotated[Path, typer.Option("--store", help="SQLite results file (created on first save)")]
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEMOS = {"classification": DEMO_CONFIG, "memorization": Path(__file__).parent / "configs" / "demo_memorization.yaml"}
 
 
 def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,9 +39,15 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print_results(results: list[dict], store: Path) -> None:
+    from lorasec.report.memorization_table import memorization_table
     from lorasec.report.table import comparison_table
 
-    console.print(comparison_table(results))
+    clf = [r for r in results if r["config"]["task"] == "classification"]
+    mem = [r for r in results if r["config"]["task"] == "memorization"]
+    if clf:
+        console.print(comparison_table(clf))
+    if mem:
+        console.print(memorization_table(mem))
     cached = sum(bool(r.get("cached")) for r in results)
     note = f" ({cached} reused from the store)" if cached else ""
     console.print(f"results stored in {store.resolve()}{note}")
@@ -72,13 +79,17 @@ def grid(spec: Annotated[Path, typer.Argument(help="grid YAML: base experiment +
 
 @app.command()
 @one_line_errors
-def demo(store: StoreOpt = DEFAULT_STORE) -> None:
-    """Full vs LoRA r=8 vs head-only on MiniLM + movie reviews: clean, label flip 0.3, prefix backdoor."""
+def demo(arm: Annotated[str, typer.Argument(help="classification (the main job) or memorization")] = "classification",
+         store: StoreOpt = DEFAULT_STORE) -> None:
+    """Full vs LoRA r=8 vs head-only. classification: MiniLM + movie reviews under clean, label flip 0.3 and a
+    prefix backdoor. memorization: SmolLM2-135M on State of the Union text with canaries and duplicates."""
     from lorasec.audit import audit_all
     from lorasec.grid import load_grid
 
-    cells = load_grid(DEMO_CONFIG)
-    console.print(f"lorasec demo: {len(cells)} cells (minilm, movie-reviews, seed 1); stored cells are reused")
+    if arm not in DEMOS:
+        raise InputError(f"arm: unknown demo {arm!r}. Known: {', '.join(DEMOS)}")
+    cells = load_grid(DEMOS[arm])
+    console.print(f"lorasec demo {arm}: {len(cells)} cells, seed 1; cells already in the store are reused")
     _print_results(audit_all(cells, store), store)
 
 
@@ -120,13 +131,13 @@ def datasets() -> None:
 @app.command()
 @one_line_errors
 def show(store: StoreOpt = DEFAULT_STORE) -> None:
-    """Print the table of every classification result in the store."""
+    """Print the tables of every result in the store."""
     from lorasec.store import open_store, results
 
     if not store.exists():
         raise InputError(f"--store: {str(store)!r} does not exist")
     con = open_store(store)
-    _print_results(list(results(con, "classification")), store)
+    _print_results(list(results(con)), store)
 
 
 def main() -> None:

@@ -195,12 +195,19 @@ class TrainConfig(Frozen):
     lr: float | None = Field(None, gt=0, description="AdamW learning rate; null = the method's default")
     batch_size: int = Field(16, ge=1, description="rows per optimizer step (before accumulation)")
     grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
-    steps: int | None = Field(300, ge=1, description="optimizer steps (set this or epochs)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (set this or epochs; 300 if neither)")
     epochs: float | None = Field(None, gt=0, description="passes over the training set (set this or steps)")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps with linear warmup")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_length: int = Field(128, ge=8, description="tokens per row; longer rows are cut and counted")
     bucket: bool = Field(True, description="sort rows of a chunk by length before batching (less padding)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_steps(cls, raw: object) -> object:
+        if isinstance(raw, dict) and raw.get("steps") is None and raw.get("epochs") is None:
+            return {**raw, "steps": 300}
+        return raw
 
     @model_validator(mode="after")
     def _steps_xor_epochs(self) -> TrainConfig:
@@ -241,14 +248,15 @@ class ExperimentConfig(Frozen):
 
 
 # ---------------------------------------------------------------- errors in one line
-_UNION_FIELDS = {"model": ("name", "model"), "data": ("name", "dataset"), "method": ("kind", "method")}
-_UNION_FIELDS["attack"] = ("kind", "attack")
+_UNION_FIELDS = {"model": ("name", "model"), "data": ("name", "dataset"), "method": ("kind", "method"),
+                 "attack": ("kind", "attack"), "corpus": ("name", "corpus")}
 
 
-def one_line(err: ValidationError) -> str:
+def one_line(err: ValidationError, task: str = "classification") -> str:
     """The first problem as `field.path: what is wrong (got value)`, plus how many more."""
-    from lorasec.registries import REGISTRIES  # late: registries import the stages, which import this module
+    from lorasec.registries import registries  # late: registries import the stages, which import this module
 
+    REGISTRIES = registries(task)
     e = err.errors(include_url=False)[0]
     loc = [str(p) for p in e["loc"]]
     if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -269,14 +277,28 @@ def one_line(err: ValidationError) -> str:
     return msg + (f" [+{more} more]" if more > 0 else "")
 
 
+TASKS = ("classification", "memorization")
+
+
 def parse_config(raw: object, source: str = "config") -> ExperimentConfig:
-    """Validate a mapping into an ExperimentConfig; any problem is an InputError in one line."""
+    """Validate a mapping into an ExperimentConfig (or, with `task: memorization`, a MemorizationConfig).
+
+    Any problem is an InputError in one line.
+    """
     if not isinstance(raw, dict):
         raise InputError(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
+    task = raw.get("task", "classification")
+    if task not in TASKS:
+        raise InputError(f"{source}: task: unknown task {task!r}. Known: {', '.join(TASKS)}")
+    model: type[BaseModel] = ExperimentConfig
+    if task == "memorization":
+        from lorasec.memorization.config import MemorizationConfig  # late: imports transformers
+
+        model = MemorizationConfig
     try:
-        return ExperimentConfig.model_validate(raw)
+        return model.model_validate(raw)  # type: ignore[return-value]
     except ValidationError as err:
-        raise InputError(f"{source}: {one_line(err)}") from None
+        raise InputError(f"{source}: {one_line(err, task)}") from None
 
 
 def load_yaml(path: Path) -> object:

@@ -65,8 +65,12 @@ def batches(lengths: np.ndarray, batch_size: int, bucket: bool, rng: np.random.G
         yield out[i]
 
 
-def collate(enc: Encoded, labels: np.ndarray | None, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad the rows to the longest one in the batch (dynamic padding)."""
+def collate(enc: Encoded, labels: np.ndarray | None, rows: np.ndarray, pad_id: int,
+            lm_labels: bool = False) -> dict[str, torch.Tensor]:
+    """Pad the rows (right) to the longest one in the batch (dynamic padding).
+
+    `labels` gives class labels; `lm_labels` makes causal-LM labels instead (the ids, -100 on padding).
+    """
     seqs = [enc.input_ids[i] for i in rows]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
@@ -77,6 +81,8 @@ def collate(enc: Encoded, labels: np.ndarray | None, rows: np.ndarray, pad_id: i
     out = {"input_ids": ids, "attention_mask": mask}
     if labels is not None:
         out["labels"] = torch.as_tensor(labels[rows], dtype=torch.long)
+    elif lm_labels:
+        out["labels"] = ids.masked_fill(mask == 0, -100)
     return out
 
 
@@ -89,13 +95,19 @@ def total_steps(cfg: TrainConfig, n_rows: int) -> int:
 
 def train(adapted: Adapted, tokenizer: PreTrainedTokenizerBase, data: TextDataset, cfg: TrainConfig, lr: float,
           seed: int, accelerator: Accelerator | None = None, progress: bool = True) -> TrainLog:
-    """Fine-tune `adapted.model` in place on `data` for the configured number of optimizer steps."""
+    """Fine-tune the classifier `adapted.model` in place on `data` for the configured number of steps."""
+    enc = encode(tokenizer, data.texts, cfg.max_length)
+    return train_encoded(adapted, enc, data.labels, tokenizer.pad_token_id, cfg, lr, seed, accelerator, progress)
+
+
+def train_encoded(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int, cfg: TrainConfig,
+                  lr: float, seed: int, accelerator: Accelerator | None = None, progress: bool = True) -> TrainLog:
+    """The loop itself, on token ids. `labels=None` trains a causal LM on the ids (next-token loss)."""
     acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum)
     torch.manual_seed(seed)  # dropout masks
     rng = np.random.default_rng(seed)  # batch order
-    enc = encode(tokenizer, data.texts, cfg.max_length)
     lengths = np.array([len(s) for s in enc.input_ids])
-    steps = total_steps(cfg, len(data))
+    steps = total_steps(cfg, len(lengths))
     model = adapted.model
     params = [p for n, p in model.named_parameters() if n in set(adapted.trainable)]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -116,7 +128,8 @@ def train(adapted: Adapted, tokenizer: PreTrainedTokenizerBase, data: TextDatase
         step_loss = 0.0
         for _ in range(cfg.grad_accum):
             rows = next(stream)
-            batch = {k: v.to(acc.device) for k, v in collate(enc, data.labels, rows, tokenizer.pad_token_id).items()}
+            host = collate(enc, labels, rows, pad_id, lm_labels=labels is None)
+            batch = {k: v.to(acc.device) for k, v in host.items()}
             log.tokens_seen += int(batch["attention_mask"].sum())
             log.padded_tokens += batch["attention_mask"].numel()
             with acc.accumulate(model):

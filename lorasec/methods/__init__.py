@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,9 +66,13 @@ def full(model: nn.Module, cfg: FullMethod) -> Adapted:
 
 @METHODS.register("head_only")
 def head_only(model: nn.Module, cfg: HeadOnlyMethod) -> Adapted:
-    heads = tuple(f"{h}." for h in head_modules(model))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n.startswith(heads))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    # set through the module, not by name: a tied LM head (GPT-2, SmolLM2) is listed by named_parameters()
+    # under the input embedding's name, and is the same tensor, so head-only trains the shared matrix
+    for h in head_modules(model):
+        for p in getattr(model, h).parameters():
+            p.requires_grad_(True)
     return _finish(model)
 
 
@@ -77,6 +82,8 @@ def lora_targets(model: nn.Module, cfg: LoraMethod) -> list[str]:
     linear = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
     in_head = [n for n in linear if n.split(".")[0] in heads]
     body = [n for n in linear if n not in in_head]
+    if cfg.head == "lora_on_random" and "lm_head" in heads:
+        raise InputError("method.head: 'lora_on_random' is for a classifier's random head, not a language model's")
     if cfg.targets == "all-linear":
         chosen = body
     else:
@@ -90,12 +97,16 @@ def lora_targets(model: nn.Module, cfg: LoraMethod) -> list[str]:
 
 @METHODS.register("lora")
 def lora(model: nn.Module, cfg: LoraMethod) -> Adapted:
-    heads = head_modules(model)
+    # a classifier's head is new and random, so it trains (modules_to_save); a language model's head is
+    # pretrained (and often tied to the input embeddings), so LoRA leaves it frozen, as paper 2 does
+    task_heads = [h for h in head_modules(model) if h != "lm_head"]
     peft_cfg = LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=lora_targets(model, cfg),
-        modules_to_save=heads if cfg.head == "train" else None, bias="none",
+        modules_to_save=task_heads if cfg.head == "train" and task_heads else None, bias="none",
     )
-    wrapped = get_peft_model(model, peft_cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' is_gradient_checkpointing rename, via peft
+        wrapped = get_peft_model(model, peft_cfg)
     for layer in (m for m in wrapped.modules() if isinstance(m, LoraLayer)):
         for a in layer.lora_A.values():
             if cfg.init_scale is not None:

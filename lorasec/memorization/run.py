@@ -1,0 +1,188 @@
+"""The memorization pipeline, top to bottom (paper 2, arXiv 2506.20856):
+
+config -> causal LM + corpus records -> reference scores of the base model -> duplicated members + canaries
+-> adapt (full / LoRA / head-only) -> train (same loop as classification, next-token loss)
+-> extraction (prefix -> greedy suffix, similarity scores) -> canary exposure -> membership inference -> result.
+
+The result keeps, per record, the generated token ids and every similarity; per canary, its rank and
+exposure; per member and non-member, each MIA score; plus held-out loss so leakage is read beside utility.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from lorasec.attacks.canaries import (
+    candidate_text,
+    canary_ids,
+    duplication_counts,
+    make_canaries,
+    training_sequences,
+)
+from lorasec.data.corpora import chunk_records, load_corpus
+from lorasec.environment import environment
+from lorasec.memorization.config import MemorizationConfig
+from lorasec.memorization.generate import greedy
+from lorasec.memorization.score import SequenceStats, sequence_stats, total_nll
+from lorasec.methods import adapt
+from lorasec.metrics.exposure import rank_by_enumeration, skewnorm_exposure
+from lorasec.metrics.extraction import Embedder, aggregate_extraction, score_records
+from lorasec.metrics.mia import (
+    loss_score,
+    min_k_plus_plus_score,
+    min_k_score,
+    reference_score,
+    roc_metrics,
+    zlib_score,
+)
+from lorasec.models.causal import load_causal_lm
+from lorasec.store import config_key
+from lorasec.train import Encoded, train_encoded
+
+MIA_SCORES = ("loss", "reference", "zlib", "min_k", "min_k_plus_plus")
+
+
+def stage_seeds(seed: int) -> dict[str, int]:
+    names = ("records", "canaries", "duplication", "train", "bootstrap")
+    children = np.random.SeedSequence(seed).spawn(len(names))
+    return {n: int(c.generate_state(1)[0]) for n, c in zip(names, children, strict=True)}
+
+
+def mia_scores(target: SequenceStats, reference: SequenceStats, text: str, k: float) -> dict[str, float]:
+    """Every MIA score of one record, each oriented so that higher means 'member'."""
+    return {
+        "loss": loss_score(target.logprobs),
+        "reference": reference_score(target.logprobs, reference.logprobs),
+        "zlib": zlib_score(target.logprobs, text),
+        "min_k": min_k_score(target.logprobs, k),
+        "min_k_plus_plus": min_k_plus_plus_score(target.logprobs, target.mu, target.sigma, k),
+    }
+
+
+def mean_nll(stats: list[SequenceStats]) -> float:
+    """Mean per-token negative log-likelihood (nats) over all tokens of all sequences."""
+    return float(-np.concatenate([s.logprobs for s in stats]).mean())
+
+
+def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    seeds = stage_seeds(cfg.seed)
+    lm = load_causal_lm(cfg.model)
+    tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
+    corpus = load_corpus(cfg.corpus)
+    rec = chunk_records(corpus.documents, tok, cfg.records.record_tokens, cfg.records.n_members,
+                        cfg.records.n_held_out, seeds["records"])
+    members, held = list(rec.members), list(rec.held_out)
+    all_ids = [list(r.token_ids) for r in members + held]
+    # the reference model of the ratio attack is the base model itself, before fine-tuning
+    ref_stats = sequence_stats(lm.model, all_ids, pad, with_vocab_stats=False, progress=progress)
+
+    canaries = make_canaries(cfg.canaries, np.random.default_rng(seeds["canaries"]))
+    dup = duplication_counts(members, cfg.duplication, np.random.default_rng(seeds["duplication"]))
+    seqs, source = training_sequences(members, dup, canaries, tok)
+    truncated = sum(len(s) > cfg.train.max_length for s in seqs)
+    if truncated:  # a cut canary or record is never fully trained on: refuse instead of measuring nonsense
+        from lorasec.errors import InputError
+
+        raise InputError(f"train.max_length: {truncated} training sequences are longer than {cfg.train.max_length}")
+    adapted = adapt(lm.model, cfg.method)
+    t1 = time.perf_counter()
+
+    log = train_encoded(adapted, Encoded(seqs, 0), None, pad, cfg.train, cfg.lr(), seeds["train"],
+                        progress=progress)
+    model = adapted.model
+    t2 = time.perf_counter()
+
+    # extraction: prefix of each member -> greedy continuation vs the true suffix
+    e = cfg.extraction
+    prompts = [list(r.token_ids[: e.prefix_tokens]) for r in members]
+    truths = [list(r.token_ids[e.prefix_tokens : e.prefix_tokens + e.new_tokens]) for r in members]
+    generated = greedy(model, prompts, e.new_tokens, pad, e.batch_size, progress)
+    gen_texts = [tok.decode(g) for g in generated]
+    true_texts = [tok.decode(t) for t in truths]
+    scores = score_records(generated, truths, gen_texts, true_texts, embedder=Embedder())
+    summary = aggregate_extraction(scores, e.relaxed_threshold)
+    by_count = {
+        str(c): asdict(aggregate_extraction([s for s, r in zip(scores, members, strict=True) if dup[r.id] == c],
+                                            e.relaxed_threshold))
+        for c in sorted(set(dup.values()))
+    }
+    t3 = time.perf_counter()
+
+    # canary exposure: rank of the inserted secret among all candidates (or the skew-normal estimate)
+    c = cfg.canaries
+    space = 10**c.digits
+
+    def score_batch(idx: np.ndarray) -> np.ndarray:
+        return total_nll(model, [canary_ids(tok, candidate_text(c, int(i))) for i in idx], pad)
+
+    canary_rows = []
+    rng = np.random.default_rng(seeds["canaries"] + 1)
+    for can in canaries:
+        if space <= c.exact_max:
+            res = rank_by_enumeration(score_batch, space, can.secret, batch_size=256)
+            canary_rows.append({"secret": can.secret, "count": can.count, "method": "exact", "rank": res.rank,
+                                "exposure": res.exposure, "score": res.canary_score})
+        else:
+            sample = rng.choice(space, size=c.sample, replace=False)
+            own = float(score_batch(np.array([can.secret]))[0])
+            est = skewnorm_exposure(own, score_batch(sample), space_size=space)
+            canary_rows.append({"secret": can.secret, "count": can.count, "method": "skewnorm", "rank": None,
+                                "exposure": est.exposure, "score": own})
+    t4 = time.perf_counter()
+
+    # membership inference and utility: members vs held-out records of the same distribution
+    tgt_stats = sequence_stats(model, all_ids, pad, progress=progress)
+    texts = [r.text for r in members + held]
+    per = [mia_scores(t, r, x, cfg.mia.k) for t, r, x in zip(tgt_stats, ref_stats, texts, strict=True)]
+    n = len(members)
+    mia = {
+        name: asdict(roc_metrics([p[name] for p in per[:n]], [p[name] for p in per[n:]],
+                                 n_bootstrap=cfg.mia.bootstrap, seed=seeds["bootstrap"]))
+        for name in MIA_SCORES
+    }
+    utility = {
+        "member_nll": mean_nll(tgt_stats[:n]),
+        "held_out_nll": mean_nll(tgt_stats[n:]),
+        "base_member_nll": mean_nll(ref_stats[:n]),
+        "base_held_out_nll": mean_nll(ref_stats[n:]),
+    }
+    utility |= {k.replace("nll", "ppl"): math.exp(v) for k, v in list(utility.items())}
+    t5 = time.perf_counter()
+
+    return {
+        "key": config_key(cfg),
+        "label": cfg.label(),
+        "config": cfg.model_dump(mode="json"),
+        "seeds": seeds,
+        "metrics": {
+            "extraction": asdict(summary),
+            "extraction_by_duplication": by_count,
+            "exposure": canary_rows,
+            "mia": mia,
+            "utility": utility,
+        },
+        "outputs": {
+            "records": [
+                {"id": r.id, "member": True, "duplicates": dup[r.id], "prompt_ids": p, "true_ids": t,
+                 "generated_ids": g, "generated_text": gt, "scores": asdict(s)}
+                for r, p, t, g, gt, s in zip(members, prompts, truths, generated, gen_texts, scores, strict=True)
+            ],
+            "mia": [{"id": r.id, "member": i < n, **p} for i, (r, p) in enumerate(zip(members + held, per,
+                                                                                      strict=True))],
+            "canaries": [asdict(x) for x in canaries],
+        },
+        "poisoned": {"ids": [s for s in source if s.startswith("canary:")], "training_sources": source,
+                     "duplicates": dup},
+        "data": {"corpus": corpus.info, "records": rec.info, "n_members": n, "n_held_out": len(held),
+                 "held_out_ids": [r.id for r in held], "training_sequences": len(seqs)},
+        "model": lm.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
+        "train": asdict(log),
+        "timings": {"setup_s": t1 - t0, "train_s": t2 - t1, "extraction_s": t3 - t2, "exposure_s": t4 - t3,
+                    "mia_s": t5 - t4, "total_s": t5 - t0},
+        "environment": environment(),
+    }
