@@ -188,7 +188,7 @@ AttackConfig = Annotated[NoAttack | LabelFlip | BackdoorConfig, Field(discrimina
 
 
 # ---------------------------------------------------------------- training and evaluation
-DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head_only": 2e-3}
+DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head_only": 1e-2}
 
 
 class TrainConfig(Frozen):
