@@ -22,10 +22,11 @@ from lorasec.models import load_classifier
 from lorasec.store import config_key
 from lorasec.train import train
 
+STAGES = ("poison", "trigger", "head", "train")
 
-def stage_seeds(seed: int) -> dict[str, int]:
+
+def stage_seeds(seed: int, names: tuple[str, ...] = STAGES) -> dict[str, int]:
     """One independent seed per stage, so changing the attack leaves head init and batch order unchanged."""
-    names = ("poison", "trigger", "head", "train")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: int(c.generate_state(1)[0]) for n, c in zip(names, children, strict=True)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lorasec.config import DataConfig, LocalData, ShippedData
 from lorasec.data.sources import VADER_FILES, bbc_news, vader_snippets
-from lorasec.data.text import Splits, TextDataset, make_dataset, split_dataset
+from lorasec.data.text import Splits, TextDataset, make_dataset, read_utf8, split_dataset
 from lorasec.errors import InputError
 from lorasec.registry import Registry
 
@@ -41,15 +41,6 @@ def _bbc(cfg: ShippedData) -> TextDataset:
     return make_dataset(ids, texts, labels, cfg.name, names)
 
 
-def _read_utf8(path: Path, field: str) -> str:
-    if not path.is_file():
-        raise InputError(f"{field}: {str(path)!r} does not exist")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{field}: {path.name} is not UTF-8 text (byte {err.start})") from None
-
-
 def _columns(rows: list[dict], cfg: LocalData) -> TextDataset:
     if not rows:
         raise InputError("data.path: the dataset is empty")
@@ -70,13 +61,13 @@ def _columns(rows: list[dict], cfg: LocalData) -> TextDataset:
 
 @DATASETS.register("csv")
 def _csv(cfg: LocalData) -> TextDataset:
-    text = _read_utf8(Path(cfg.path).expanduser(), "data.path")
+    text = read_utf8(Path(cfg.path).expanduser(), "data.path")
     return _columns(list(csv.DictReader(text.splitlines())), cfg)
 
 
 @DATASETS.register("jsonl")
 def _jsonl(cfg: LocalData) -> TextDataset:
-    text = _read_utf8(Path(cfg.path).expanduser(), "data.path")
+    text = read_utf8(Path(cfg.path).expanduser(), "data.path")
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():

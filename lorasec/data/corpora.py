@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorasec.data.text import read_utf8
 from lorasec.errors import InputError
 from lorasec.paths import cache_dir
 from lorasec.registry import Registry
@@ -320,7 +321,7 @@ def _text(cfg: TextFileConfig) -> Corpus:
     docs = []
     for f in files:
         doc_id = f.name if f == root else f.relative_to(root).as_posix()
-        docs.append(Document(doc_id, _read_utf8(f)))
+        docs.append(Document(doc_id, read_utf8(f, "corpus.path")))
     return Corpus("text", tuple(docs), {"source": f"text:{root}", "n_documents": len(docs)})
 
 
@@ -331,7 +332,7 @@ def _jsonl(cfg: JsonlConfig) -> Corpus:
         raise InputError(f"corpus.path: {str(path)!r} does not exist")
     docs: list[Document] = []
     seen: set[str] = set()
-    for n, line in enumerate(_read_utf8(path).splitlines(), start=1):
+    for n, line in enumerate(read_utf8(path, "corpus.path").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -358,13 +359,6 @@ def _jsonl(cfg: JsonlConfig) -> Corpus:
     if not docs:
         raise InputError(f"corpus.path: {path.name} has no records")
     return Corpus("jsonl", tuple(docs), {"source": f"jsonl:{path}", "n_documents": len(docs)})
-
-
-def _read_utf8(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"corpus.path: {path.name} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

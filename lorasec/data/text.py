@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from lorasec.errors import InputError
+
+
+def read_utf8(path: Path, field: str) -> str:
+    """A local text file's contents; a missing file or non-UTF-8 bytes are InputErrors naming `field`."""
+    if not path.is_file():
+        raise InputError(f"{field}: {str(path)!r} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{field}: {path.name} is not UTF-8 text (bad byte at offset {err.start})") from None
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,14 @@ from lorasec.metrics.mia import (
     zlib_score,
 )
 from lorasec.models.causal import load_causal_lm
+from lorasec.run import stage_seeds
 from lorasec.store import config_key
 from lorasec.train import Encoded, train_encoded
 
 MIA_SCORES = ("loss", "reference", "zlib", "min_k", "min_k_plus_plus")
 
 
-def stage_seeds(seed: int) -> dict[str, int]:
-    names = ("records", "canaries", "duplication", "train", "bootstrap")
-    children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: int(c.generate_state(1)[0]) for n, c in zip(names, children, strict=True)}
+STAGES = ("records", "canaries", "duplication", "train", "bootstrap")
 
 
 def mia_scores(target: SequenceStats, reference: SequenceStats, text: str, k: float) -> dict[str, float]:
@@ -70,7 +68,7 @@ def mean_nll(stats: list[SequenceStats]) -> float:
 
 def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
-    seeds = stage_seeds(cfg.seed)
+    seeds = stage_seeds(cfg.seed, STAGES)
     lm = load_causal_lm(cfg.model)
     tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
     corpus = load_corpus(cfg.corpus)

