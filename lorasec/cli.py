@@ -103,10 +103,16 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")]) ->
     from lorasec.models.weights import check_safetensors_dir
 
     cfg = load_config(config)
-    splits = load_splits(cfg.data, cfg.seed)
-    check_target(cfg.attack, splits.train.n_classes)
     if cfg.model.name == "local":
         check_safetensors_dir(Path(cfg.model.path))
+    if cfg.task == "memorization":
+        from lorasec.data.corpora import load_corpus
+
+        corpus = load_corpus(cfg.corpus)  # type: ignore[attr-defined]
+        typer.echo(f"ok: {cfg.label()} ({len(corpus.documents)} documents)")
+        return
+    splits = load_splits(cfg.data, cfg.seed)
+    check_target(cfg.attack, splits.train.n_classes)
     typer.echo(f"ok: {cfg.label()} on {cfg.data.name} ({len(splits.train)} train rows)")
 
 

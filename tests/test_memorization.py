@@ -110,3 +110,26 @@ def test_mia_auc_is_chance_before_training_and_near_one_after_many_epochs(fixtur
     cfg = parse_config(tiny_mem_cfg(train={"epochs": 16, "batch_size": 8, "max_length": 32})).train
     train_encoded(adapted, Encoded(mem, 0), None, pad, cfg, lr=5e-3, seed=0, progress=False)
     assert auc() > 0.95
+
+
+def test_memorization_config_errors_are_one_line(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from lorasec.cli import app
+
+    bad = [
+        ({"model": {"name": "gpt5"}}, "model.name: unknown causal model 'gpt5'"),
+        ({"corpus": {"name": "sotuu"}}, "corpus.name: unknown corpus 'sotuu'. Did you mean 'sotu'?"),
+        ({"canaries": {"template": "no placeholder"}}, "canaries"),
+        ({"extraction": {"prefix_tokens": 20, "new_tokens": 20}}, "prefix_tokens + new_tokens"),
+        ({"method": {"kind": "lora", "rank": 0}}, "method.rank"),
+    ]
+    for change, expected in bad:
+        p = tmp_path / "m.yaml"
+        p.write_text(yaml.safe_dump(tiny_mem_cfg(**change)))
+        store = tmp_path / "r.db"
+        res = CliRunner().invoke(app, ["run", str(p), "--store", str(store)])
+        assert res.exit_code == 2, (change, res.output)
+        assert len(res.stderr.strip().splitlines()) == 1 and expected in res.stderr, res.stderr
+        assert not store.exists()
