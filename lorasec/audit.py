@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lorasec.config import ExperimentConfig, NoAttack
+from lorasec.metrics.classification import to_target_rate
 from lorasec.run import run
 from lorasec.store import config_key, load, open_store, save
 
@@ -50,6 +51,9 @@ def audit(cfg: ExperimentConfig, store: Path, force: bool = False, progress: boo
             base = run(base_cfg, progress=progress)
             fresh.insert(0, base)
         result["baseline"] = {"key": base["key"], "clean": base["metrics"]["clean"]}
+        if "backdoor" in result["metrics"]:
+            out = base["outputs"]["clean"]
+            result["baseline"]["clean_to_target"] = to_target_rate(out["labels"], out["preds"], cfg.attack.target)
     con = open_store(store)
     try:
         for r in fresh:

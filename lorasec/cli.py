@@ -17,7 +17,8 @@ from lorasec.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
                   help="Audit the training-time security of fine-tuning methods.")
-console = Console()
+# piped output (CI logs, `| tee`) would otherwise be cut to 80 columns and the tables truncated
+console = Console(width=None if sys.stdout.isatty() else 160)
 DEFAULT_STORE = Path("results.db")
 StoreOpt = Annotated[Path, typer.Option("--store", help="SQLite results file (created on first save)")]
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"

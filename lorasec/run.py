@@ -17,7 +17,12 @@ from lorasec.data import load_splits
 from lorasec.data.text import TextDataset
 from lorasec.environment import environment
 from lorasec.methods import adapt
-from lorasec.metrics.classification import backdoor_metrics, classification_metrics, predict_proba
+from lorasec.metrics.classification import (
+    backdoor_metrics,
+    classification_metrics,
+    predict_proba,
+    to_target_rate,
+)
 from lorasec.models import load_classifier
 from lorasec.store import config_key
 from lorasec.train import train
@@ -59,6 +64,8 @@ def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
     if triggered is not None:
         trig_probs = predict_proba(model, clf.tokenizer, triggered, ev.batch_size, ev.max_length, progress)
         metrics["backdoor"] = backdoor_metrics(triggered.labels, trig_probs.argmax(1), cfg.attack.target)
+        metrics["backdoor"]["clean_to_target"] = to_target_rate(splits.test.labels, clean_probs.argmax(1),
+                                                                cfg.attack.target)
         per_sample["triggered"] = outputs(triggered, trig_probs) | {"texts": list(triggered.texts)}
     t3 = time.perf_counter()
 

@@ -81,3 +81,13 @@ def test_stored_json_is_strict(tiny_cfg, tmp_path):
     audit(cfg, tmp_path / "s.db", progress=False)
     (body,) = sqlite3.connect(tmp_path / "s.db").execute("SELECT result FROM runs").fetchone()
     json.loads(body, parse_constant=lambda c: pytest.fail(f"non-finite number {c} stored"))
+
+
+def test_backdoor_floor_rates_recompute_from_outputs(tiny_cfg, tmp_path):
+    r = audit(parse_config(tiny_cfg), tmp_path / "f.db", progress=False)
+    con = open_store(tmp_path / "f.db")
+    base = load(con, r["baseline"]["key"])
+    for rec, stored in ((r, r["metrics"]["backdoor"]["clean_to_target"]), (base, r["baseline"]["clean_to_target"])):
+        y = np.array(rec["outputs"]["clean"]["labels"])
+        p = np.array(rec["outputs"]["clean"]["preds"])
+        assert stored == pytest.approx(np.mean(p[y != 1] == 1))

@@ -48,6 +48,16 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int
     return out
 
 
+def to_target_rate(true_labels: np.ndarray, preds: np.ndarray, target: int) -> float:
+    """Share of rows whose true label is not `target` that are predicted as `target`, without any trigger.
+
+    On the clean test set this is the floor ASR is read against: a model that already calls 40% of the
+    negative reviews positive has an ASR of 0.4 before any backdoor.
+    """
+    keep = np.asarray(true_labels) != target
+    return float(np.mean(np.asarray(preds)[keep] == target))
+
+
 def backdoor_metrics(true_labels: np.ndarray, preds: np.ndarray, target: int) -> dict[str, float]:
     """ASR and the paper's triggered accuracy on triggered rows whose true label is not `target`."""
     true_labels = np.asarray(true_labels)

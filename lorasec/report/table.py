@@ -11,6 +11,13 @@ def _fmt(x: float | None, spec: str = ".3f", signed: bool = False) -> str:
     return f"{x:+{spec}}" if signed else f"{x:{spec}}"
 
 
+def _asr(asr: float | None, floor: float | None) -> str:
+    """ASR beside the clean baseline's rate of calling non-target rows the target (no trigger)."""
+    if asr is None:
+        return "-"
+    return f"{asr:.3f}" + (f" ({floor:.3f})" if floor is not None else "")
+
+
 def row(result: dict) -> dict:
     """Flat numbers for one result: what the table and the tests read."""
     clean = result["metrics"]["clean"]
@@ -26,6 +33,7 @@ def row(result: dict) -> dict:
         "delta_cacc": clean["accuracy"] - base["clean"]["accuracy"] if base else None,
         "f1": clean.get("f1", clean["f1_macro"]),
         "asr": bd["asr"] if bd else None,
+        "base_to_target": base.get("clean_to_target") if base else None,
         "triggered_accuracy": bd["triggered_accuracy"] if bd else None,
         "n_poisoned": len(result["poisoned"]["ids"]),
         "trainable_params": result["model"]["trainable_params"],
@@ -36,11 +44,11 @@ def row(result: dict) -> dict:
 
 def comparison_table(results: list[dict], title: str = "lorasec: robustness by fine-tuning method") -> Table:
     t = Table(title=title)
-    for col in ("method", "attack", "CACC", "ΔCACC vs clean", "F1", "ASR", "trig. acc", "poisoned", "trainable",
-                "lr", "time s"):
+    for col in ("method", "attack", "CACC", "ΔCACC vs clean", "F1", "ASR (clean model)", "trig. acc", "poisoned",
+                "trainable", "lr", "time s"):
         t.add_column(col, justify="left" if col in ("method", "attack") else "right")
     for r in sorted((row(x) for x in results), key=lambda r: (r["attack"], r["method"])):
         t.add_row(r["method"], r["attack"], _fmt(r["cacc"]), _fmt(r["delta_cacc"], signed=True), _fmt(r["f1"]),
-                  _fmt(r["asr"]), _fmt(r["triggered_accuracy"]), str(r["n_poisoned"]),
+                  _asr(r["asr"], r["base_to_target"]), _fmt(r["triggered_accuracy"]), str(r["n_poisoned"]),
                   f"{r['trainable_params']:,}", f"{r['lr']:g}", f"{r['seconds']:.0f}")
     return t
