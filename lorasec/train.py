@@ -42,9 +42,17 @@ class TrainLog:
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, texts: tuple[str, ...] | list[str], max_length: int) -> Encoded:
-    full = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
-    cut = [ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:] for ids in full]  # keep [SEP]
-    return Encoded(cut, sum(len(ids) > max_length for ids in full))
+    """Token ids of each text with the tokenizer's special tokens, cut to `max_length` and counted when cut."""
+    full = tokenizer(list(texts), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+
+    def cut(ids: list[int]) -> list[int]:
+        if len(ids) <= max_length:
+            return ids
+        # a closing special token ([SEP]) stays closing, as the tokenizer's own truncation would keep it
+        return ids[: max_length - 1] + ids[-1:] if ids[-1] in special else ids[:max_length]
+
+    return Encoded([cut(ids) for ids in full], sum(len(ids) > max_length for ids in full))
 
 
 def batches(lengths: np.ndarray, batch_size: int, bucket: bool, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -91,3 +91,16 @@ def test_backdoor_floor_rates_recompute_from_outputs(tiny_cfg, tmp_path):
         y = np.array(rec["outputs"]["clean"]["labels"])
         p = np.array(rec["outputs"]["clean"]["preds"])
         assert stored == pytest.approx(np.mean(p[y != 1] == 1))
+
+
+def test_encode_counts_cut_rows_and_keeps_the_closing_sep():
+    from transformers import AutoTokenizer
+
+    from lorasec.models import minilm_dir
+    from lorasec.train import encode
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    enc = encode(tok, ["short one", " ".join(["word"] * 50)], max_length=16)
+    assert enc.truncated == 1
+    assert len(enc.input_ids[1]) == 16 and enc.input_ids[1][-1] == tok.sep_token_id
+    assert enc.input_ids[0] == tok("short one")["input_ids"]
