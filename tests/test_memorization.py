@@ -89,6 +89,17 @@ def test_run_is_recomputable_from_stored_outputs(fixture_corpus_path):
         assert res["auc"] == pytest.approx(roc_auc_score(y, s)), name
     assert r["model"]["trainable_params"] == r["model"]["total_params"]
     assert m["utility"]["held_out_nll"] > 0
+    # the report reads only the stored record
+    from rich.console import Console
+
+    from lorasec.report.memorization_table import memorization_table, row
+
+    flat = row(r)
+    assert flat["exact_rate"] == pytest.approx(exact)
+    assert set(flat["exposure"]) == {"1", "6"}
+    console = Console(width=200, record=True)
+    console.print(memorization_table([r]))
+    assert "exposure, canary x6" in console.export_text()
 
 
 def test_mia_auc_is_chance_before_training_and_near_one_after_many_epochs(fixture_corpus_path):

@@ -40,7 +40,10 @@ def row(result: dict) -> dict:
 def memorization_table(results: list[dict], title: str = "lorasec: memorization by fine-tuning method") -> Table:
     """Metrics as rows, one column per result (there are more metrics than methods)."""
     rows = [row(x) for x in results]
-    t = Table(title=title)
+    # weights' provenance, e.g. that smollm2-135m is Q4_1 GGUF dequantised: perplexities depend on it
+    origins = sorted({f"{x['config']['model']['name']}: {x['model']['origin']}" for x in results
+                      if x["model"].get("origin")})
+    t = Table(title=title, caption="; ".join(origins) or None)
     t.add_column("metric")
     for r in rows:
         t.add_column(f"{r['method']} ({r['model']})", justify="right")
