@@ -6,10 +6,10 @@ __version__ = "0.1.0"
 
 
 def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
-    """Run one experiment cell and return its result record (not stored; see lorasec.audit.audit)."""
-    from lorasec.run import run as _run
+    """Run one experiment cell of either arm and return its result record (not stored; see lorasec.audit.audit)."""
+    from lorasec.audit import execute
 
-    return _run(cfg, progress=progress)
+    return execute(cfg, progress=progress)
 
 
 __all__ = ["ExperimentConfig", "load_config", "parse_config", "run", "__version__"]

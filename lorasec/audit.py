@@ -22,6 +22,15 @@ def baseline_of(cfg: ExperimentConfig) -> ExperimentConfig | None:
     return cfg.model_copy(update={"attack": NoAttack(kind="none")})
 
 
+def execute(cfg: ExperimentConfig, progress: bool = True) -> dict:
+    """Run one cell of either arm (no store): the classification or the memorization pipeline."""
+    if cfg.task == "memorization":
+        from lorasec.memorization.run import run_memorization  # late: loads the causal-LM stack
+
+        return run_memorization(cfg, progress=progress)  # type: ignore[arg-type]
+    return run(cfg, progress=progress)
+
+
 def _stored(store: Path, key: str) -> dict | None:
     if not Path(store).exists():  # looking must not create the store
         return None
@@ -37,12 +46,7 @@ def audit(cfg: ExperimentConfig, store: Path, force: bool = False, progress: boo
     key = config_key(cfg)
     if not force and (hit := _stored(store, key)) is not None:
         return hit | {"cached": True}
-    if cfg.task == "memorization":
-        from lorasec.memorization.run import run_memorization
-
-        result = run_memorization(cfg, progress=progress)  # type: ignore[arg-type]
-    else:
-        result = run(cfg, progress=progress)
+    result = execute(cfg, progress)
     fresh = [result]
     base_cfg = baseline_of(cfg)
     if base_cfg is not None:
