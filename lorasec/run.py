@@ -27,7 +27,7 @@ from lorasec.models import load_classifier
 from lorasec.store import config_key
 from lorasec.train import train
 
-STAGES = ("poison", "trigger", "head", "train")
+STAGES = ("poison", "trigger", "head", "train", "adapt")  # append only: a child's seed depends on its position
 
 
 def stage_seeds(seed: int, names: tuple[str, ...] = STAGES) -> dict[str, int]:
@@ -50,7 +50,7 @@ def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
     poisoned = poison(splits.train, cfg.attack, np.random.default_rng(seeds["poison"]))
     triggered = triggered_test_set(splits.test, cfg.attack, np.random.default_rng(seeds["trigger"]))
     clf = load_classifier(cfg.model, splits.train.n_classes, seeds["head"])
-    adapted = adapt(clf.model, cfg.method)
+    adapted = adapt(clf.model, cfg.method, seeds["adapt"])
     t1 = time.perf_counter()
 
     log = train(adapted, clf.tokenizer, poisoned.data, cfg.train, cfg.lr(), seeds["train"], progress=progress)

@@ -117,7 +117,7 @@ def test_mia_auc_is_chance_before_training_and_near_one_after_many_epochs(fixtur
 
     before = auc()
     assert abs(before - 0.5) < 0.25  # same distribution, untrained: chance up to sampling noise (sd ~ 0.085)
-    adapted = adapt(lm.model, parse_config(tiny_mem_cfg()).method)
+    adapted = adapt(lm.model, parse_config(tiny_mem_cfg()).method, seed=0)
     cfg = parse_config(tiny_mem_cfg(train={"epochs": 16, "batch_size": 8, "max_length": 32})).train
     train_encoded(adapted, Encoded(mem, 0), None, pad, cfg, lr=5e-3, seed=0, progress=False)
     assert auc() > 0.95

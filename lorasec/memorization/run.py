@@ -47,7 +47,7 @@ from lorasec.train import Encoded, train_encoded
 MIA_SCORES = ("loss", "reference", "zlib", "min_k", "min_k_plus_plus")
 
 
-STAGES = ("records", "canaries", "duplication", "train", "bootstrap")
+STAGES = ("records", "canaries", "duplication", "train", "bootstrap", "adapt")
 
 
 def mia_scores(target: SequenceStats, reference: SequenceStats, text: str, k: float) -> dict[str, float]:
@@ -87,7 +87,7 @@ def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
         from lorasec.errors import InputError
 
         raise InputError(f"train.max_length: {truncated} training sequences are longer than {cfg.train.max_length}")
-    adapted = adapt(lm.model, cfg.method)
+    adapted = adapt(lm.model, cfg.method, seeds["adapt"])
     t1 = time.perf_counter()
 
     log = train_encoded(adapted, Encoded(seqs, 0), None, pad, cfg.train, cfg.lr(), seeds["train"],

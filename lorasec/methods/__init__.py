@@ -118,9 +118,15 @@ def lora(model: nn.Module, cfg: LoraMethod) -> Adapted:
     return _finish(wrapped)
 
 
-def adapt(model: nn.Module, cfg: MethodConfig) -> Adapted:
-    """Set which parameters of `model` train under the method; LoRA wraps the model with peft."""
-    return METHODS.get(cfg.kind)(model, cfg)
+def adapt(model: nn.Module, cfg: MethodConfig, seed: int) -> Adapted:
+    """Set which parameters of `model` train under the method; LoRA wraps the model with peft.
+
+    peft draws A from torch's global generator: seed it here, inside a fork, so the adapters' init depends
+    on `seed` alone and not on whatever ran earlier in the process (another cell of a grid, say).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return METHODS.get(cfg.kind)(model, cfg)
 
 
 def lora_a_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
