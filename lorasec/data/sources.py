@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import shutil
@@ -19,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from lorasec.errors import InputError
-from lorasec.paths import cache_dir
+from lorasec.paths import cache_dir, sha256_file
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -31,14 +30,10 @@ VADER_FILES = {
 }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def vader_sdist() -> Path:
     """Path of the vaderSentiment sdist in the cache, downloading it with pip from the package registry once."""
     dest = cache_dir() / "sources" / VADER_SDIST
-    if dest.is_file() and _sha256(dest) == VADER_SHA256:
+    if dest.is_file() and sha256_file(dest) == VADER_SHA256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
@@ -51,7 +46,7 @@ def vader_sdist() -> Path:
                 "data: could not fetch the vaderSentiment==3.3.2 sdist with pip (package registry unreachable?); "
                 f"place {VADER_SDIST} in {dest.parent}"
             )
-        if _sha256(got) != VADER_SHA256:
+        if sha256_file(got) != VADER_SHA256:
             raise InputError(f"data: {VADER_SDIST} from the registry does not match its pinned sha256")
         got.replace(dest)  # atomic: a killed download never leaves a partial file under the final name
     return dest

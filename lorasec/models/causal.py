@@ -17,7 +17,6 @@ torch and transformers are imported inside the loaders, so validating a config s
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lorasec.errors import InputError
 from lorasec.models.weights import check_safetensors_dir
-from lorasec.paths import cache_dir
+from lorasec.paths import cache_dir, sha256_file
 from lorasec.registry import Registry
 
 if TYPE_CHECKING:
@@ -193,7 +192,7 @@ def _build_gguf_cache(gguf: Path, cache: Path, origin: str | None) -> None:
         "origin": origin or _default_origin(gguf, types),
         "gguf_name": gguf.name,
         "gguf_size": gguf.stat().st_size,
-        "gguf_sha256": _sha256(gguf),
+        "gguf_sha256": sha256_file(gguf),
         "gguf_tensor_types": types,
     }
 
@@ -216,14 +215,6 @@ def _default_origin(gguf: Path, types: dict[str, int]) -> str:
     quantized = {k: v for k, v in types.items() if k not in ("F32", "F16", "BF16")}
     kind = max(quantized, key=quantized.__getitem__) if quantized else max(types, key=types.__getitem__)
     return f"{gguf.stem}, GGUF {kind}, dequantised to float32"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_marker(cache: Path) -> dict[str, Any] | None:
