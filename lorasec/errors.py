@@ -1,5 +1,9 @@
 """Errors the user can fix (bad config, data, model path): the CLI prints them in one line, exit 2."""
 
+from __future__ import annotations
+
+import difflib
+
 
 class InputError(ValueError):
     """A problem with what the user gave us. The message names the field and what is allowed."""
@@ -7,3 +11,10 @@ class InputError(ValueError):
 
 class UnknownName(InputError):
     """A registry lookup missed; the message lists the known names."""
+
+
+def unknown(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:
+    """`unknown method 'lorra'. Did you mean 'lora'? Known: full, head_only, lora`"""
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    return f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}"

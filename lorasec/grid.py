@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from lorasec.config import ExperimentConfig, load_yaml, parse_config
+from lorasec.config import TaskConfig, load_yaml
 from lorasec.errors import InputError
+from lorasec.tasks import parse_config
 
 
-def expand(spec: object, source: str = "grid") -> list[ExperimentConfig]:
+def expand(spec: object, source: str = "grid") -> list[TaskConfig]:
     """Configs of every combination of the axes, each validated (errors name the cell's field)."""
     if not isinstance(spec, dict) or set(spec) - {"base", "axes"}:
         raise InputError(f"{source}: a grid is a mapping with 'base' (an experiment) and 'axes' (field: [values])")
@@ -28,5 +29,5 @@ def expand(spec: object, source: str = "grid") -> list[ExperimentConfig]:
     return cells
 
 
-def load_grid(path: Path) -> list[ExperimentConfig]:
+def load_grid(path: Path) -> list[TaskConfig]:
     return expand(load_yaml(path), Path(path).name)

@@ -1,18 +1,17 @@
-"""name -> function registries for models, datasets, methods, attacks and metrics (peft / lm-eval style)."""
+"""name -> entry registries for tasks, models, datasets, methods, attacks and metrics (peft / lm-eval style)."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from lorasec.errors import UnknownName
+from lorasec.errors import UnknownName, unknown
 
-F = TypeVar("F", bound=Callable)
+F = TypeVar("F")
 
 
 class Registry(Generic[F]):
-    """name -> function for one kind: attack, method, metric, model, dataset."""
+    """name -> entry (a function, or a Task) for one kind: task, attack, method, metric, model, dataset."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -21,11 +20,21 @@ class Registry(Generic[F]):
     def register(self, name: str) -> Callable[[F], F]:
         def add(fn: F) -> F:
             if name in self._fns:
-                raise ValueError(f"{self.kind} {name!r} already registered by {self._fns[name].__module__}")
+                owner = getattr(self._fns[name], "__module__", type(self._fns[name]).__module__)
+                raise ValueError(f"{self.kind} {name!r} already registered by {owner}")
             self._fns[name] = fn
             return fn
 
         return add
+
+    def add(self, name: str, entry: F) -> F:
+        """Register `entry` under `name`; a taken name is an error, not a silent replacement."""
+        return self.register(name)(entry)
+
+    def remove(self, name: str) -> None:
+        """Forget `name` (for a test's own entry); unknown names are an error."""
+        self.get(name)
+        del self._fns[name]
 
     def names(self) -> list[str]:
         return sorted(self._fns)
@@ -34,9 +43,7 @@ class Registry(Generic[F]):
         return name in self._fns
 
     def unknown(self, name: str) -> str:
-        near = difflib.get_close_matches(name, self._fns, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}"
+        return unknown(self.kind, name, self.names())
 
     def get(self, name: str) -> F:
         if name not in self._fns:

@@ -56,10 +56,6 @@ def load(con: sqlite3.Connection, key: str) -> dict | None:
     return json.loads(row[0]) if row else None
 
 
-def keys(con: sqlite3.Connection) -> set[str]:
-    return {k for (k,) in con.execute("SELECT key FROM runs")}
-
-
 def results(con: sqlite3.Connection, task: str | None = None) -> Iterator[dict]:
     sql, args = "SELECT result FROM runs", ()
     if task:

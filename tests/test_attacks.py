@@ -11,8 +11,9 @@ from pydantic import TypeAdapter
 
 from lorasec.attacks import ATTACKS, poison, triggered_test_set
 from lorasec.attacks.backdoor import n_poisoned
-from lorasec.config import BACKDOOR_KINDS, AttackConfig, LabelFlip, parse_config
+from lorasec.config import BACKDOOR_KINDS, AttackConfig, LabelFlip
 from lorasec.errors import InputError
+from lorasec.tasks import parse_config
 
 BACKDOORS = {
     "prefix": {"kind": "prefix", "trigger": "cf", "separator": " "},

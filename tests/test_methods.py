@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from lorasec.config import MethodConfig, TinyBert, TrainConfig
 from lorasec.methods import METHODS, adapt, lora_a_matrices
-from lorasec.models import load_classifier
+from lorasec.models.classifier import load_classifier
 from lorasec.train import train
 
 

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
+import lorasec
 from lorasec.audit import audit
-from lorasec.config import parse_config
 from lorasec.data import load_splits
-from lorasec.run import run
 from lorasec.store import config_key, load, open_store
+from lorasec.tasks import parse_config
+
+
+def run(cfg, progress=False) -> dict:
+    return lorasec.run(cfg, progress=progress).record
 
 
 def test_tiny_run_end_to_end_result_is_recomputable(tiny_cfg, tmp_path):
@@ -96,7 +100,7 @@ def test_backdoor_floor_rates_recompute_from_outputs(tiny_cfg, tmp_path):
 def test_encode_counts_cut_rows_and_keeps_the_closing_sep():
     from transformers import AutoTokenizer
 
-    from lorasec.models import minilm_dir
+    from lorasec.models.weights import minilm_dir
     from lorasec.train import encode
 
     tok = AutoTokenizer.from_pretrained(minilm_dir())

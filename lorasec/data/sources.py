@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -97,8 +96,3 @@ def bbc_news() -> tuple[list[str], list[str], list[int], tuple[str, ...]]:
             texts.append(" ".join(text.split()))
             labels.append(label)
     return ids, texts, labels, classes
-
-
-def clear_cached_extracts() -> None:
-    """Remove extracted text (not the downloaded sdist): the next load extracts again."""
-    shutil.rmtree(cache_dir() / "data" / "vader", ignore_errors=True)

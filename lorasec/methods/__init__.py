@@ -18,6 +18,7 @@ from transformers.pytorch_utils import Conv1D
 from lorasec.config import FullMethod, HeadOnlyMethod, LoraMethod, MethodConfig
 from lorasec.errors import InputError
 from lorasec.registry import Registry
+from lorasec.seeds import torch_seeded
 
 METHODS: Registry = Registry("method")
 
@@ -124,8 +125,7 @@ def adapt(model: nn.Module, cfg: MethodConfig, seed: int) -> Adapted:
     peft draws A from torch's global generator: seed it here, inside a fork, so the adapters' init depends
     on `seed` alone and not on whatever ran earlier in the process (another cell of a grid, say).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch_seeded(seed):
         return METHODS.get(cfg.kind)(model, cfg)
 
 

@@ -13,8 +13,8 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from lorasec.data.batching import collate, encode
 from lorasec.data.text import TextDataset
-from lorasec.train import collate, encode
 
 
 @torch.no_grad()

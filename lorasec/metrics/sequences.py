@@ -10,8 +10,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from lorasec.data.batching import Encoded, collate, rows_per_batch
 from lorasec.metrics.mia import token_stats
-from lorasec.train import Encoded, collate
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,15 @@ class SequenceStats:
 @torch.no_grad()
 def sequence_stats(model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 16,
                    with_vocab_stats: bool = True, progress: bool = False) -> list[SequenceStats]:
-    """Token log-probs (and vocabulary mean/sd per position) of each sequence, batched with right padding."""
+    """Token log-probs (and vocabulary mean/sd per position) of each sequence, batched with right padding.
+
+    At most `batch_size` rows per forward pass, fewer when the (rows, length, vocabulary) logits would pass
+    the memory budget of `rows_per_batch`.
+    """
     model.eval()
     device = next(model.parameters()).device
+    if seqs:
+        batch_size = rows_per_batch(max(len(s) for s in seqs), vocab_size(model), batch_size)
     out: list[SequenceStats] = []
     for start in tqdm(range(0, len(seqs), batch_size), desc="score", disable=not progress, leave=False):
         chunk = seqs[start : start + batch_size]
@@ -50,3 +56,8 @@ def total_nll(model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int
     """-sum log p of each sequence (lower = more likely): the score canary candidates are ranked by."""
     stats = sequence_stats(model, seqs, pad_id, batch_size, with_vocab_stats=False)
     return np.array([-s.logprobs.sum() for s in stats])
+
+
+def vocab_size(model: PreTrainedModel) -> int:
+    """Width of the model's output logits."""
+    return int(model.get_output_embeddings().weight.shape[0])

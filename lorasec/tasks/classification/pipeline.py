@@ -1,7 +1,8 @@
 """The classification pipeline, top to bottom: config -> model, data, attack, method -> train -> evaluate -> result.
 
-Every stage is a plain function; this file only wires them. The returned dict is what the store keeps:
-enough to recompute every number without rerunning (poisoned row ids, per-sample predictions).
+Every stage is a plain function; this file only wires them. The returned record is what the store keeps
+(the engine adds the config, seeds and environment): enough to recompute every number without rerunning
+(poisoned row ids, per-sample predictions).
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from dataclasses import asdict
 import numpy as np
 
 from lorasec.attacks import poison, triggered_test_set
-from lorasec.config import ExperimentConfig
 from lorasec.data import load_splits
 from lorasec.data.text import TextDataset
-from lorasec.environment import environment
 from lorasec.methods import adapt
 from lorasec.metrics.classification import (
     backdoor_metrics,
@@ -23,17 +22,10 @@ from lorasec.metrics.classification import (
     predict_proba,
     to_target_rate,
 )
-from lorasec.models import load_classifier
-from lorasec.store import config_key
+from lorasec.models.classifier import load_classifier
+from lorasec.tasks.base import TaskOutput
+from lorasec.tasks.classification import ClassificationConfig
 from lorasec.train import train
-
-STAGES = ("poison", "trigger", "head", "train", "adapt")  # append only: a child's seed depends on its position
-
-
-def stage_seeds(seed: int, names: tuple[str, ...] = STAGES) -> dict[str, int]:
-    """One independent seed per stage, so changing the attack leaves head init and batch order unchanged."""
-    children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: int(c.generate_state(1)[0]) for n, c in zip(names, children, strict=True)}
 
 
 def outputs(ds: TextDataset, probs: np.ndarray) -> dict:
@@ -42,10 +34,9 @@ def outputs(ds: TextDataset, probs: np.ndarray) -> dict:
             "probs": np.round(probs, 6).tolist()}
 
 
-def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
-    """Run one classification audit cell and return its full result record."""
+def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True) -> TaskOutput:
+    """Run one classification audit cell: its result record and the trained model."""
     t0 = time.perf_counter()
-    seeds = stage_seeds(cfg.seed)
     splits = load_splits(cfg.data, cfg.seed)
     poisoned = poison(splits.train, cfg.attack, np.random.default_rng(seeds["poison"]))
     triggered = triggered_test_set(splits.test, cfg.attack, np.random.default_rng(seeds["trigger"]))
@@ -71,11 +62,7 @@ def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
 
     rows = poisoned.poisoned
     changed_text = [i for i in rows if poisoned.data.texts[i] != poisoned.clean.texts[i]]
-    return {
-        "key": config_key(cfg),
-        "label": cfg.label(),
-        "config": cfg.model_dump(mode="json"),
-        "seeds": seeds,
+    record = {
         "metrics": metrics,
         "poisoned": {
             "ids": poisoned.clean.ids[rows].tolist(),
@@ -89,6 +76,6 @@ def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
                  "train_ids": splits.train.ids.tolist()},
         "model": clf.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
         "train": asdict(log),
-        "timings": {"setup_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "total_s": t3 - t0},
-        "environment": environment(),
+        "timings": {"setup_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2},
     }
+    return TaskOutput(record, model)

