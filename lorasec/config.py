@@ -407,14 +407,13 @@ def _tags(cls: type[BaseModel], key: str) -> tuple[str, ...]:
 
 
 def choices(cls: type[BaseModel], field: str) -> list[tuple[str, str]]:
-    """(name, description) of every value a tagged-union field of `cls` accepts, e.g. every model name."""
+    """(name, description) of every value a field of `cls` accepts: each tag of a tagged union of configs
+    (every model name, say), or each value of a `Literal` field."""
     f = cls.model_fields[field]
-    out = []
-    for m in _members(f.annotation):
-        tag = m.model_fields[f.discriminator] if isinstance(f.discriminator, str) else None
-        for t in _tags(m, f.discriminator) if isinstance(f.discriminator, str) else ():
-            out.append((t, tag.description or "" if tag else ""))
-    return sorted(out)
+    key = f.discriminator if isinstance(f.discriminator, str) else None
+    if key is None:
+        return sorted((str(v), f.description or "") for v in typing.get_args(f.annotation))
+    return sorted((t, m.model_fields[key].description or "") for m in _members(f.annotation) for t in _tags(m, key))
 
 
 def _field_loc(cls: type[BaseModel] | None, loc: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from pydantic import TypeAdapter
 from lorasec.config import DataConfig, LocalData, ShippedData
 from lorasec.data import DATASETS, load_dataset, load_splits
 from lorasec.data.sources import VADER_FILES
+from lorasec.errors import InputError
 
 
 def test_registry_matches_config_union():
@@ -62,3 +63,24 @@ def test_local_csv_and_jsonl(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "x y", "label": 0}\n{"text": "z", "label": 1}\n')
     ds = load_dataset(LocalData(name="jsonl", path=str(tmp_path / "d.jsonl")))
     assert ds.texts == ("x y", "z") and ds.n_classes == 2
+
+
+@pytest.mark.parametrize("name,val,test,max_train,max_test", [
+    ("movie-reviews", 0.1, 0.2, None, 1000), ("tweets", 0.0, 0.3, 500, None), ("bbc-news", 0.15, 0.25, None, None),
+    ("amazon-reviews", 0.05, 0.1, 2000, 300),
+])
+def test_split_sizes_without_sklearn_match_the_split(name, val, test, max_train, max_test):
+    from lorasec.data.text import split_dataset, split_sizes
+
+    ds = load_dataset(ShippedData(name=name))
+    splits = split_dataset(ds, val, test, seed=4, max_train=max_train, max_test=max_test)
+    assert split_sizes(ds, val, test, max_train, max_test) == (len(splits.train), len(splits.val), len(splits.test))
+
+
+def test_split_sizes_refuse_what_the_split_refuses():
+    from lorasec.data.text import make_dataset, split_dataset, split_sizes
+
+    one_of_a_class = make_dataset([f"r{i}" for i in range(9)], ["x"] * 9, [0] * 8 + [1], "toy")
+    for fn in (lambda: split_sizes(one_of_a_class, 0.1, 0.2), lambda: split_dataset(one_of_a_class, 0.1, 0.2, 1)):
+        with pytest.raises(InputError, match="cannot split 9 rows"):
+            fn()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from lorasec.errors import InputError
 
@@ -83,6 +83,8 @@ class Splits:
 
 
 def _stratified_take(ds: TextDataset, n: int | None, seed: int) -> TextDataset:
+    from sklearn.model_selection import train_test_split  # late: `lorasec validate` must stay fast
+
     if n is None or n >= len(ds):
         return ds
     keep, _ = train_test_split(np.arange(len(ds)), train_size=n, stratify=ds.labels, random_state=seed)
@@ -92,6 +94,8 @@ def _stratified_take(ds: TextDataset, n: int | None, seed: int) -> TextDataset:
 def split_dataset(ds: TextDataset, val_fraction: float, test_fraction: float, seed: int,
                   max_train: int | None = None, max_test: int | None = None) -> Splits:
     """Deterministic stratified train / validation / test split (scikit-learn), by seed."""
+    from sklearn.model_selection import train_test_split  # late: `lorasec validate` must stay fast
+
     rows = np.arange(len(ds))
     try:
         rest, test = train_test_split(rows, test_size=test_fraction, stratify=ds.labels, random_state=seed)
@@ -107,3 +111,34 @@ def split_dataset(ds: TextDataset, val_fraction: float, test_fraction: float, se
         val=ds.subset(np.sort(val)),
         test=_stratified_take(ds.subset(np.sort(test)), max_test, seed),
     )
+
+
+def _cut(n: int, counts: np.ndarray, test_fraction: float) -> tuple[int, int]:
+    """(train, test) sizes of one stratified cut as scikit-learn's train_test_split makes them (ceil for the
+    test part), raising where it raises."""
+    n_test = math.ceil(test_fraction * n)
+    n_train = n - n_test
+    if n_train <= 0 or n_test <= 0:
+        raise ValueError(f"{n} rows leave an empty part")
+    if counts.min() < 2:
+        raise ValueError("The least populated class in y has only 1 member, which is too few.")
+    if n_train < len(counts) or n_test < len(counts):
+        raise ValueError(f"each part needs at least one row of each of the {len(counts)} classes")
+    return n_train, n_test
+
+
+def split_sizes(ds: TextDataset, val_fraction: float, test_fraction: float, max_train: int | None = None,
+                max_test: int | None = None) -> tuple[int, int, int]:
+    """(train, val, test) row counts `split_dataset` gives, computed without scikit-learn (for `validate`),
+    with an InputError where the rows cannot be split. Tests hold it equal to `split_dataset`."""
+    counts = np.bincount(ds.labels)
+    try:
+        n_rest, n_test = _cut(len(ds), counts, test_fraction)
+        n_train, n_val = n_rest, 0
+        if val_fraction > 0:
+            # stratification keeps the rest's class mix close to the whole set's: scale the counts to it
+            rest_counts = np.maximum(1, np.floor(counts * n_rest / len(ds))).astype(int)
+            n_train, n_val = _cut(n_rest, rest_counts, val_fraction / (1 - test_fraction))
+    except ValueError as err:
+        raise InputError(f"data: cannot split {len(ds)} rows into stratified train/val/test ({err})") from None
+    return min(n_train, max_train or n_train), n_val, min(n_test, max_test or n_test)

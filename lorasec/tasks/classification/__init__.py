@@ -76,14 +76,17 @@ def check(cfg: ClassificationConfig) -> str:
     from pathlib import Path
 
     from lorasec.attacks.base import check_target
-    from lorasec.data import load_splits
+    from lorasec.data import load_dataset
+    from lorasec.data.text import split_sizes
     from lorasec.models.weights import check_safetensors_dir
 
     if cfg.model.name == "local":
         check_safetensors_dir(Path(cfg.model.path))
-    splits = load_splits(cfg.data, cfg.seed)
-    check_target(cfg.attack, splits.train.n_classes)
-    return f"{cfg.label()} on {cfg.data.name} ({len(splits.train)} train rows)"
+    ds = load_dataset(cfg.data)
+    n_train, _, _ = split_sizes(ds, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.max_train,
+                                cfg.data.max_test)
+    check_target(cfg.attack, ds.n_classes)
+    return f"{cfg.label()} on {cfg.data.name} ({n_train} train rows)"
 
 
 TASK = TASKS.add("classification", Task(
