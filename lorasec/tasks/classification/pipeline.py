@@ -7,7 +7,6 @@ Every stage is a plain function; this file only wires them. The returned record 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from lorasec.attacks import poison, triggered_test_set
 from lorasec.data import load_splits
 from lorasec.data.text import TextDataset
+from lorasec.environment import Stages
 from lorasec.methods import adapt
 from lorasec.metrics.classification import (
     backdoor_metrics,
@@ -36,16 +36,16 @@ def outputs(ds: TextDataset, probs: np.ndarray) -> dict:
 
 def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True) -> TaskOutput:
     """Run one classification audit cell: its result record and the trained model."""
-    t0 = time.perf_counter()
+    stages = Stages()
     splits = load_splits(cfg.data, cfg.seed)
     poisoned = poison(splits.train, cfg.attack, np.random.default_rng(seeds["poison"]))
     triggered = triggered_test_set(splits.test, cfg.attack, np.random.default_rng(seeds["trigger"]))
     clf = load_classifier(cfg.model, splits.train.n_classes, seeds["head"])
     adapted = adapt(clf.model, cfg.method, seeds["adapt"])
-    t1 = time.perf_counter()
+    stages.done("setup")
 
     log = train(adapted, clf.tokenizer, poisoned.data, cfg.train, cfg.lr(), seeds["train"], progress=progress)
-    t2 = time.perf_counter()
+    stages.done("train")
 
     model = adapted.model
     ev = cfg.eval
@@ -58,7 +58,7 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True)
         metrics["backdoor"]["clean_to_target"] = to_target_rate(splits.test.labels, clean_probs.argmax(1),
                                                                 cfg.attack.target)
         per_sample["triggered"] = outputs(triggered, trig_probs) | {"texts": list(triggered.texts)}
-    t3 = time.perf_counter()
+    stages.done("eval")
 
     rows = poisoned.poisoned
     changed_text = [i for i in rows if poisoned.data.texts[i] != poisoned.clean.texts[i]]
@@ -76,6 +76,7 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True)
                  "train_ids": splits.train.ids.tolist()},
         "model": clf.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
         "train": asdict(log),
-        "timings": {"setup_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2},
+        "timings": stages.timings,
+        "memory": stages.memory,
     }
     return TaskOutput(record, model)

@@ -29,6 +29,7 @@ def row(result: dict) -> dict:
     return {
         "method": method,
         "attack": attack,
+        "seed": cfg["seed"],
         "cacc": clean["accuracy"],
         "delta_cacc": clean["accuracy"] - base["clean"]["accuracy"] if base else None,
         "f1": clean.get("f1", clean["f1_macro"]),
@@ -44,11 +45,12 @@ def row(result: dict) -> dict:
 
 def comparison_table(results: list[dict], title: str = "lorasec: robustness by fine-tuning method") -> Table:
     t = Table(title=title)
-    for col in ("method", "attack", "CACC", "ΔCACC vs clean", "F1", "ASR (clean model)", "trig. acc", "poisoned",
-                "trainable", "lr", "time s"):
+    for col in ("method", "attack", "seed", "CACC", "ΔCACC vs clean", "F1", "ASR (clean model)", "trig. acc",
+                "poisoned", "trainable", "lr", "time s"):
         t.add_column(col, justify="left" if col in ("method", "attack") else "right")
-    for r in sorted((row(x) for x in results), key=lambda r: (r["attack"], r["method"])):
-        t.add_row(r["method"], r["attack"], _fmt(r["cacc"]), _fmt(r["delta_cacc"], signed=True), _fmt(r["f1"]),
+    for r in sorted((row(x) for x in results), key=lambda r: (r["attack"], r["method"], r["seed"])):
+        t.add_row(r["method"], r["attack"], str(r["seed"]), _fmt(r["cacc"]), _fmt(r["delta_cacc"], signed=True),
+                  _fmt(r["f1"]),
                   _asr(r["asr"], r["base_to_target"]), _fmt(r["triggered_accuracy"]), str(r["n_poisoned"]),
                   f"{r['trainable_params']:,}", f"{r['lr']:g}", f"{r['seconds']:.0f}")
     return t

@@ -11,7 +11,6 @@ exposure; per member and non-member, each MIA score; plus held-out loss so leaka
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -24,6 +23,7 @@ from lorasec.attacks.canaries import (
     training_sequences,
 )
 from lorasec.data.corpora import chunk_records, load_corpus
+from lorasec.environment import Stages
 from lorasec.errors import InputError
 from lorasec.methods import adapt
 from lorasec.metrics.exposure import rank_by_enumeration, skewnorm_exposure
@@ -64,7 +64,7 @@ def mean_nll(stats: list[SequenceStats]) -> float:
 
 def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -> TaskOutput:
     """Run one memorization audit cell: its result record and the trained model."""
-    t0 = time.perf_counter()
+    stages = Stages()
     lm = load_causal_lm(cfg.model)
     tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
     corpus = load_corpus(cfg.corpus)
@@ -82,12 +82,12 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
     if truncated:  # a cut canary or record is never fully trained on: refuse instead of measuring nonsense
         raise InputError(f"train.max_length: {truncated} training sequences are longer than {cfg.train.max_length}")
     adapted = adapt(lm.model, cfg.method, seeds["adapt"])
-    t1 = time.perf_counter()
+    stages.done("setup")
 
     log = train_encoded(adapted, Encoded(seqs, 0), None, pad, cfg.train, cfg.lr(), seeds["train"],
                         progress=progress)
     model = adapted.model
-    t2 = time.perf_counter()
+    stages.done("train")
 
     # extraction: prefix of each member -> greedy continuation vs the true suffix
     e = cfg.extraction
@@ -96,14 +96,16 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
     generated = greedy(model, prompts, e.new_tokens, pad, e.batch_size, progress)
     gen_texts = [tok.decode(g) for g in generated]
     true_texts = [tok.decode(t) for t in truths]
-    scores = score_records(generated, truths, gen_texts, true_texts, embedder=Embedder())
+    embedder = Embedder()
+    embedding_cut = embedder.count_truncated(gen_texts + true_texts)  # stored: cosines of cut texts are partial
+    scores = score_records(generated, truths, gen_texts, true_texts, embedder=embedder)
     summary = aggregate_extraction(scores, e.relaxed_threshold)
     by_count = {
         str(c): asdict(aggregate_extraction([s for s, r in zip(scores, members, strict=True) if dup[r.id] == c],
                                             e.relaxed_threshold))
         for c in sorted(set(dup.values()))
     }
-    t3 = time.perf_counter()
+    stages.done("extraction")
 
     # canary exposure: rank of the inserted secret among all candidates (or the skew-normal estimate)
     c = cfg.canaries
@@ -125,7 +127,7 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
             est = skewnorm_exposure(own, score_batch(sample), space_size=space)
             canary_rows.append({"secret": can.secret, "count": can.count, "method": "skewnorm", "rank": None,
                                 "exposure": est.exposure, "score": own})
-    t4 = time.perf_counter()
+    stages.done("exposure")
 
     # membership inference and utility: members vs held-out records of the same distribution
     tgt_stats = sequence_stats(model, all_ids, pad, progress=progress)
@@ -144,7 +146,7 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
         "base_held_out_nll": mean_nll(ref_stats[n:]),
     }
     utility |= {k.replace("nll", "ppl"): math.exp(v) for k, v in list(utility.items())}
-    t5 = time.perf_counter()
+    stages.done("mia")
 
     record = {
         "metrics": {
@@ -167,10 +169,11 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
         "poisoned": {"ids": [s for s in source if s.startswith("canary:")], "training_sources": source,
                      "duplicates": dup},
         "data": {"corpus": corpus.info, "records": rec.info, "n_members": n, "n_held_out": len(held),
-                 "held_out_ids": [r.id for r in held], "training_sequences": len(seqs)},
+                 "held_out_ids": [r.id for r in held], "training_sequences": len(seqs),
+                 "embedding_truncated_texts": embedding_cut, "embedding_max_tokens": embedder.max_length},
         "model": lm.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
         "train": asdict(log),
-        "timings": {"setup_s": t1 - t0, "train_s": t2 - t1, "extraction_s": t3 - t2, "exposure_s": t4 - t3,
-                    "mia_s": t5 - t4},
+        "timings": stages.timings,
+        "memory": stages.memory,
     }
     return TaskOutput(record, model)

@@ -20,6 +20,7 @@ def row(result: dict) -> dict:
     return {
         "method": method,
         "model": cfg["model"]["name"],
+        "seed": cfg["seed"],
         "trainable_params": result["model"]["trainable_params"],
         "held_out_ppl": m["utility"]["held_out_ppl"],
         "base_held_out_ppl": m["utility"]["base_held_out_ppl"],
@@ -46,7 +47,7 @@ def memorization_table(results: list[dict], title: str = "lorasec: memorization 
     t = Table(title=title, caption="; ".join(origins) or None)
     t.add_column("metric")
     for r in rows:
-        t.add_column(f"{r['method']} ({r['model']})", justify="right")
+        t.add_column(f"{r['method']} ({r['model']}, seed {r['seed']})", justify="right")
     counts = sorted({c for r in rows for c in r["relaxed_by_dup"]}, key=int)
     canary_counts = sorted({c for r in rows for c in r["exposure"]}, key=int)
     lines: list[tuple[str, list[str]]] = [
