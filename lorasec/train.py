@@ -36,6 +36,7 @@ class TrainLog:
     tokens_seen: int
     padded_tokens: int  # tokens processed including padding: tokens_seen / padded_tokens = padding efficiency
     losses: list[float] = field(default_factory=list)  # mean training loss of each optimizer step
+    lrs: list[float] = field(default_factory=list)  # learning rate each optimizer step used (warmup, schedule)
 
 
 def total_steps(cfg: TrainConfig, n_rows: int) -> int:
@@ -106,6 +107,7 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, leave=False)
     for _ in range(steps):
         step_loss = 0.0
+        log.lrs.append(float(opt.param_groups[0]["lr"]))
         for _ in range(cfg.grad_accum):
             rows = next(stream)
             host = collate(enc, labels, rows, pad_id, lm_labels=labels is None)

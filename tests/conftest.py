@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from lorasec.data.text import TextDataset, make_dataset
+from lorasec.paths import cache_dir
+
+# The user's cache as scripts/setup.sh filled it (offline models, pinned sources, extracted corpora). Tests read it
+# through links and never write into it: every test gets its own cache directory.
+SHARED_CACHE = cache_dir()
+SHARED_PARTS = ("models", "tokenizers", "sources", "corpora", "data/vader")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """A fresh LORASEC_CACHE per test, with links to the read-only entries of the shared cache, so the offline
+    models load in a second but whatever a test builds, replaces or corrupts lands in its own directory."""
+    root = tmp_path_factory.mktemp("cache")
+    for part in SHARED_PARTS:
+        src = SHARED_CACHE / part
+        if src.is_dir():
+            (root / part).mkdir(parents=True)
+            for entry in src.iterdir():
+                if not entry.name.startswith("."):
+                    (root / part / entry.name).symlink_to(entry)
+    monkeypatch.setenv("LORASEC_CACHE", str(root))
+    return root
+
+
+def network_opt_in() -> bool:
+    """Tests that would reach a registry run only when asked: LORASEC_NETWORK_TESTS=1."""
+    return os.environ.get("LORASEC_NETWORK_TESTS") == "1"
 
 
 def toy_dataset(n: int, n_classes: int = 2, seed: int = 0) -> TextDataset:

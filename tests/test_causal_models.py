@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 import typing
 from pathlib import Path
 
@@ -203,16 +202,15 @@ def test_smollm2_without_its_package_says_how_to_install(monkeypatch) -> None:
         load_causal_lm(SmolLM2Config())
 
 
-def test_smollm2_real_gguf() -> None:
-    """The shipped 135M model: built once into the user cache (~20 s), then a sub-second reload."""
+def test_smollm2_real_gguf(monkeypatch) -> None:
+    """The shipped 135M model: built once into the cache from the GGUF, then reloaded from safetensors alone."""
     lm = load_causal_lm(SmolLM2Config())
     assert lm.info["n_params"] == 134_515_008
     assert lm.info["origin"] == SMOLLM2_ORIGIN
     assert lm.info["gguf_tensor_types"]["Q4_1"] > 0
     assert lm.tokenizer.pad_token is not None and lm.tokenizer.padding_side == "left"
-    start = time.perf_counter()
+    monkeypatch.setattr(causal, "_build_gguf_cache", lambda *a: pytest.fail("a reload must not read the GGUF"))
     again = load_causal_lm(SmolLM2Config())
-    assert time.perf_counter() - start < 5  # a plain safetensors load (measured ~0.5 s); generous for busy CI
     ids = lm.tokenizer(["Call me Ishmael."], return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(lm.model(ids).logits, again.model(ids).logits)
@@ -257,10 +255,9 @@ def test_hub_unreachable_fails_fast_in_one_line(monkeypatch) -> None:
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused at once
-    start = time.perf_counter()
+    # "cannot reach" comes from the one probe before any download, not from the downloader's retries
     with pytest.raises(InputError, match="cannot reach") as err:
         load_causal_lm(HubCausalLMConfig(id="lorasec-tests/not-in-any-cache"))
-    assert time.perf_counter() - start < 15  # not the minute of download retries
     assert "\n" not in str(err.value)
 
 
