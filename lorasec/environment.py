@@ -55,8 +55,29 @@ class Stages:
         self.memory: dict[str, dict[str, float | None]] = {}
 
     def done(self, name: str) -> None:
+        release_freed_memory()
         now = time.perf_counter()
         self.timings[f"{name}_s"] = now - self._t
         self._t = now
         peak, current = rss_mb()
         self.memory[name] = {"peak_rss_mb": round(peak, 1), "rss_mb": None if current is None else round(current, 1)}
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the stage that just ended back to the OS (glibc's malloc_trim), so the next stage of
+    this cell, or the other cells of a sweep running beside it, start from what the process really holds.
+    A no-op where the C library has no malloc_trim."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None

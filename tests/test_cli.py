@@ -145,3 +145,57 @@ def test_validate_checks_without_training(tmp_path, tiny_cfg):
     res = runner.invoke(app, ["validate", str(write_cfg(tmp_path, {**tiny_cfg, "attack": {"kind": "prefix",
                                                                                           "rate": 0.1, "target": 9}}))])
     assert res.exit_code == 2
+
+
+def lorasec_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).parent / "lorasec")
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def one_line_exit_2(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lorasec: "), res.stderr
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_every_verb_through_the_installed_command(tmp_path, tiny_cfg):
+    store = tmp_path / "g.db"
+    grid = tmp_path / "grid.yaml"
+    base = {**tiny_cfg, "attack": {"kind": "none"}, "train": {**tiny_cfg["train"], "steps": 2}}
+    grid.write_text(yaml.safe_dump({"base": base, "axes": {"seed": [1, 2]}}))
+    res = lorasec_cli("grid", str(grid), "--store", str(store))
+    assert res.returncode == 0, res.stderr
+    assert "seed" in res.stdout and "results stored in" in res.stdout
+    assert sorted(r["config"]["seed"] for r in results(open_store(store))) == [1, 2]
+
+    shown = lorasec_cli("show", "--store", str(store))
+    assert shown.returncode == 0 and "lora r=4" in shown.stdout
+    table_lines = [ln for ln in shown.stdout.splitlines() if "lora r=4" in ln]
+    assert len(table_lines) == 2 and {ln.split("│")[3].strip() for ln in table_lines} == {"1", "2"}
+    again = lorasec_cli("grid", str(grid), "--store", str(store))  # everything reused
+    assert again.returncode == 0 and "(2 reused from the store)" in again.stdout
+
+    ok = lorasec_cli("validate", str(write_cfg(tmp_path, tiny_cfg)))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: lora(r=4) / prefix(0.05) on tweets (")
+    for verb in ("models", "datasets"):
+        listed = lorasec_cli(verb)
+        assert listed.returncode == 0 and "memorization" in listed.stdout and "classification" in listed.stdout
+
+
+def test_bad_invocations_are_one_line_exit_2_and_write_nothing(tmp_path, tiny_cfg):
+    missing = tmp_path / "missing.db"
+    one_line_exit_2(lorasec_cli("show", "--store", str(missing)), "--store", "does not exist")
+    assert not missing.exists()
+    one_line_exit_2(lorasec_cli("demo", "nope", "--store", str(missing)), "unknown demo 'nope'", "memorization")
+    assert not missing.exists()
+    bad_grid = tmp_path / "bad_grid.yaml"
+    bad_grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"seed": 3}}))
+    one_line_exit_2(lorasec_cli("grid", str(bad_grid), "--store", str(missing)), "axes.seed", "non-empty list")
+    bad_cell = tmp_path / "bad_cell.yaml"
+    bad_cell.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"method": [{"kind": "lora"}, {"kind": "lorra"}]}}))
+    one_line_exit_2(lorasec_cli("grid", str(bad_cell), "--store", str(missing)), "method.kind", "Did you mean 'lora'")
+    one_line_exit_2(lorasec_cli("validate", str(tmp_path / "nope.yaml")), "does not exist")
+    one_line_exit_2(lorasec_cli("run", str(write_cfg(tmp_path, {**tiny_cfg, "task": "theory"})), "--store",
+                                str(missing)), "task: unknown task 'theory'", "classification, memorization")
+    assert not missing.exists()

@@ -3,15 +3,15 @@ and every stored number is recomputable from the stored per-record outputs."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
 import lorasec
 from lorasec.data.corpora import chunk_records, load_corpus
 from lorasec.methods import adapt
-from lorasec.metrics.exposure import exposure_from_rank
 from lorasec.metrics.mia import loss_score
 from lorasec.metrics.sequences import sequence_stats
 from lorasec.models.causal import TinyLlamaConfig, load_causal_lm
@@ -62,33 +62,73 @@ def test_batched_greedy_equals_per_record_generate():
         assert one[0, len(p) :].tolist() == b
 
 
+def _pairwise_auc(member: list[float], non: list[float]) -> float:
+    """P(member score > non-member score), ties counted half: AUC by brute force, no library."""
+    wins = sum((a > b) + 0.5 * (a == b) for a in member for b in non)
+    return wins / (len(member) * len(non))
+
+
 def test_run_is_recomputable_from_stored_outputs(fixture_corpus_path):
+    from rouge_score import rouge_scorer
+
     cfg = parse_config(tiny_mem_cfg(corpus={"name": "text", "path": fixture_corpus_path}))
-    r = lorasec.run(cfg, progress=False).record
+    ran = lorasec.run(cfg, progress=False, keep_model=True)
+    r, model = ran.record, ran.model
+    tok = load_causal_lm(cfg.model).tokenizer
     m = r["metrics"]
     recs = r["outputs"]["records"]
     assert len(recs) == 12 and all(len(x["generated_ids"]) == 12 for x in recs)
-    # exact extraction rate from the stored token ids
+    # extraction: exact rate from the stored token ids; ROUGE-L recomputed from the texts with rouge-score
     exact = np.mean([x["generated_ids"] == x["true_ids"] for x in recs])
     assert m["extraction"]["exact_rate"] == pytest.approx(exact)
-    assert m["extraction"]["mean_rouge_l"] == pytest.approx(np.mean([x["scores"]["rouge_l"] for x in recs]))
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = [scorer.score(tok.decode(x["true_ids"]), x["generated_text"])["rougeL"].fmeasure for x in recs]
+    assert m["extraction"]["mean_rouge_l"] == pytest.approx(np.mean(rouge))
+    assert [x["generated_text"] for x in recs] == [tok.decode(x["generated_ids"]) for x in recs]
+    # the stored continuation is the model's own greedy one, record by record
+    for x in recs[:4]:
+        with torch.no_grad():
+            one = model.generate(torch.tensor([x["prompt_ids"]]), max_new_tokens=12, min_new_tokens=12,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+        assert one[0, len(x["prompt_ids"]) :].tolist() == x["generated_ids"]
     # duplication: 4 members trained 4 times, the rest once; the training set holds exactly those copies
     dups = [x["duplicates"] for x in recs]
     assert sorted(dups) == [1] * 8 + [4] * 4
     sources = r["poisoned"]["training_sources"]
     assert all(sources.count(x["id"]) == x["duplicates"] for x in recs)
-    # canaries: inserted count times; exposure = log2|R| - log2 rank
+
+    def nll(text_ids: list[int]) -> float:  # one sequence alone, no padding: -sum log p(x_t | x_<t)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([text_ids])).logits[0, :-1].double(), -1)
+        return float(-logp.gather(-1, torch.tensor(text_ids[1:])[:, None]).sum())
+
+    # canaries: inserted count times; the rank counted by brute force over all 100 candidates, one at a time
+    template = cfg.canaries.template
+    cand = [nll(tok(template.replace("{secret}", f"{i:02d}"), add_special_tokens=False)["input_ids"])
+            for i in range(100)]
     for c in m["exposure"]:
         assert sources.count(f"canary:{c['secret']}") == c["count"]
-        assert c["exposure"] == pytest.approx(exposure_from_rank(c["rank"], 100))
-        assert 0 <= c["exposure"] <= np.log2(100)
-    # MIA AUC per score from the stored per-record scores (sklearn)
-    y = [int(x["member"]) for x in r["outputs"]["mia"]]
+        rank = 1 + sum(v < cand[c["secret"]] - 1e-9 for v in cand)  # ties (within float noise) do not count
+        assert c["rank"] == rank
+        assert c["exposure"] == pytest.approx(np.log2(100) - np.log2(rank))
+    # MIA: AUC per score by pairwise counting; the LOSS score and the utility from the model directly
+    mia = r["outputs"]["mia"]
     for name, res in m["mia"].items():
-        s = [x[name] for x in r["outputs"]["mia"]]
-        assert res["auc"] == pytest.approx(roc_auc_score(y, s)), name
+        member = [x[name] for x in mia if x["member"]]
+        non = [x[name] for x in mia if not x["member"]]
+        assert res["auc"] == pytest.approx(_pairwise_auc(member, non)), name
+    rec = chunk_records(load_corpus(cfg.corpus).documents, tok, 24, 12, 12, r["seeds"]["records"])
+    assert [x.id for x in rec.members] == [x["id"] for x in recs]
+    by_id = {x.id: list(x.token_ids) for x in rec.members + rec.held_out}
+    for x in mia:  # LOSS score = mean token log-prob of the record under the trained model
+        assert x["loss"] == pytest.approx(-nll(by_id[x["id"]]) / 23, abs=1e-5)
+    held_nll = sum(nll(by_id[i]) for i in r["data"]["held_out_ids"]) / (23 * 12)
+    assert m["utility"]["held_out_nll"] == pytest.approx(held_nll, abs=1e-5)
+    assert m["utility"]["held_out_ppl"] == pytest.approx(np.exp(held_nll), rel=1e-5)
+    held = r["data"]["held_out_ids"]
+    assert len(held) == 12 and [x["id"] for x in mia if not x["member"]] == held
     assert r["model"]["trainable_params"] == r["model"]["total_params"]
-    assert m["utility"]["held_out_nll"] > 0
+    json.loads(json.dumps(r, allow_nan=False), parse_constant=lambda c: pytest.fail(f"non-finite {c}"))  # as stored
     # the report reads only the stored record
     from rich.console import Console
 
@@ -113,7 +153,7 @@ def test_mia_auc_is_chance_before_training_and_near_one_after_many_epochs(fixtur
     def auc() -> float:
         stats = sequence_stats(lm.model, mem + non, pad, with_vocab_stats=False)
         scores = [loss_score(s.logprobs) for s in stats]
-        return roc_auc_score([1] * len(mem) + [0] * len(non), scores)
+        return _pairwise_auc(scores[: len(mem)], scores[len(mem) :])
 
     before = auc()
     assert abs(before - 0.5) < 0.25  # same distribution, untrained: chance up to sampling noise (sd ~ 0.085)
