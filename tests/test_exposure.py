@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lorasec.metrics.exposure import (
+    ExposureResult,
     exact_rank,
     exposure_from_rank,
     exposure_from_scores,
@@ -67,11 +68,117 @@ def test_unique_best_canary_has_max_exposure() -> None:
     assert res.exposure == res.max_exposure == pytest.approx(math.log2(SPACE))
 
 
+@settings(deadline=None)
 @given(space=st.integers(1, 10**12), data=st.data())
 def test_exposure_bounded_by_log2_space(space: int, data: st.DataObject) -> None:
     rank = data.draw(st.integers(1, space))
     e = exposure_from_rank(rank, space)
     assert 0.0 <= e <= math.log2(space) + 1e-12
+
+
+def count_strictly_better(canary: int, score_one: callable, space: int) -> tuple[int, int]:
+    """Score the candidates one at a time; (rank, ties) with rank = 1 + #strictly lower, ties = #equal others."""
+    mine = score_one(canary)
+    better = ties = 0
+    for i in range(space):
+        s = score_one(i)
+        better += s < mine
+        ties += s == mine and i != canary
+    return 1 + better, ties
+
+
+# |R| = 8, scores lower = more likely; several ties at 1.0 and 2.0.
+HAND = [3.0, 1.0, 2.0, 1.0, 2.0, 5.0, 2.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("canary", "rank", "ties", "bits"),
+    [
+        (7, 1, 0, 3.0),  # the unique best: log2 8 - log2 1
+        (1, 2, 1, 2.0),  # 0.5 is better; index 3 ties -> optimistic rank 2
+        (3, 2, 1, 2.0),
+        (2, 4, 2, 1.0),  # 0.5, 1.0, 1.0 better; indices 4 and 6 tie
+        (0, 7, 0, 3.0 - math.log2(7)),
+        (5, 8, 0, 0.0),  # the worst: no exposure
+    ],
+)
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 20])
+def test_exposure_by_hand(canary: int, rank: int, ties: int, bits: float, batch_size: int) -> None:
+    assert count_strictly_better(canary, HAND.__getitem__, len(HAND)) == (rank, ties)
+    expected = ExposureResult(HAND[canary], rank, ties, 8, bits)
+    assert exposure_from_scores(HAND, canary) == pytest.approx(expected)
+    got = rank_by_enumeration(lambda idx: np.array([HAND[i] for i in idx]), 8, canary, batch_size)
+    assert (got.canary_score, got.rank, got.n_ties, got.space_size) == (HAND[canary], rank, ties, 8)
+    assert got.exposure == pytest.approx(bits, abs=1e-12)
+    assert got.max_exposure == 3.0
+    assert exact_rank(HAND[canary], HAND) == rank
+    assert exposure_from_rank(rank, 8) == pytest.approx(bits, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6).map(float), min_size=1, max_size=40), st.data())
+def test_ranks_match_one_at_a_time_counting(scores: list[float], data: st.DataObject) -> None:
+    canary = data.draw(st.integers(0, len(scores) - 1))
+    batch_size = data.draw(st.integers(1, len(scores) + 2))
+    rank, ties = count_strictly_better(canary, scores.__getitem__, len(scores))
+    bits = math.log2(len(scores)) - math.log2(rank)
+    batches: list[list[int]] = []
+
+    def score_batch(idx: np.ndarray) -> np.ndarray:
+        batches.append(idx.tolist())
+        return np.array([scores[i] for i in idx])
+
+    res = rank_by_enumeration(score_batch, len(scores), canary, batch_size)
+    assert (res.rank, res.n_ties, res.space_size) == (rank, ties, len(scores))
+    assert res.exposure == pytest.approx(bits, abs=1e-12)
+    # The canary's own aligned batch comes first; then every other aligned batch once, in order.
+    start = canary // batch_size * batch_size
+    aligned = [list(range(s, min(s + batch_size, len(scores)))) for s in range(0, len(scores), batch_size)]
+    assert batches == [aligned[start // batch_size]] + [b for b in aligned if b[0] != start]
+    full = exposure_from_scores(scores, canary)
+    assert (full.rank, full.n_ties) == (rank, ties) and full.exposure == pytest.approx(bits, abs=1e-12)
+
+
+def test_exposure_from_rank_by_hand() -> None:
+    assert exposure_from_rank(1, 1) == 0.0
+    assert exposure_from_rank(1, 10**6) == pytest.approx(math.log2(10**6))
+    assert exposure_from_rank(250, 1000) == pytest.approx(2.0)
+    assert exposure_from_rank(1000, 1000) == 0.0
+    # Python ints: exact for spaces beyond float64's 2**53 integer range.
+    assert exposure_from_rank(2, 2**80) == 79.0
+    assert exposure_from_rank(3, 3 * 2**70) == pytest.approx(70.0, abs=1e-9)
+
+
+def test_input_checks_and_their_messages() -> None:
+    with pytest.raises(ValueError, match=r"space_size must be >= 1 \(got 0\)"):
+        exposure_from_rank(1, 0)
+    with pytest.raises(ValueError, match=r"rank must be in \[1, space_size=10\] \(got 11\)"):
+        exposure_from_rank(11, 10)
+    with pytest.raises(ValueError, match="canary_score is NaN"):
+        exact_rank(float("nan"), [1.0])
+    with pytest.raises(ValueError, match=r"candidate_scores contains 2 NaN value\(s\)"):
+        exact_rank(1.0, [float("nan"), 0.0, float("nan")])
+    with pytest.raises(ValueError, match=r"canary_index must be in \[0, 3\) \(got 3\)"):
+        exposure_from_scores([1.0, 2.0, 3.0], 3)
+    with pytest.raises(ValueError, match="canary_index"):
+        exposure_from_scores([1.0, 2.0, 3.0], -1)
+    with pytest.raises(ValueError, match="scores contains 1 NaN"):
+        exposure_from_scores([1.0, float("nan")], 0)
+    ok = lambda idx: idx.astype(np.float64)  # noqa: E731
+    with pytest.raises(ValueError, match=r"space_size must be >= 1 \(got 0\)"):
+        rank_by_enumeration(ok, 0, 0, 4)
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1 \(got 0\)"):
+        rank_by_enumeration(ok, 10, 0, 0)
+    with pytest.raises(ValueError, match=r"canary_index must be in \[0, 10\) \(got 10\)"):
+        rank_by_enumeration(ok, 10, 10, 4)
+    with pytest.raises(ValueError, match="canary_index"):
+        rank_by_enumeration(ok, 10, -1, 4)
+    with pytest.raises(ValueError, match=r"score_batch returned shape \(5,\) for 4 candidates; expected \(4,\)"):
+        rank_by_enumeration(lambda idx: np.zeros(idx.size + 1), 10, 0, 4)
+    with pytest.raises(ValueError, match=r"scores of candidates \[4, 7\] contains 1 NaN"):
+        rank_by_enumeration(lambda idx: np.where(idx == 6, np.nan, 0.0), 10, 0, 4)
+    assert rank_by_enumeration(ok, 10, 9, 4).rank == 10
+    assert rank_by_enumeration(ok, 1, 0, 4) == ExposureResult(0.0, 1, 0, 1, 0.0)
 
 
 @pytest.mark.parametrize(("rank", "space"), [(0, 10), (11, 10), (1, 0)])
@@ -139,3 +246,66 @@ def test_skewnorm_refuses_degenerate_samples() -> None:
         skewnorm_exposure(0.0, [1.0, 2.0, float("nan")])
     with pytest.raises(ValueError, match="equal"):
         skewnorm_exposure(0.0, [1.0, 1.0, 1.0])
+
+
+def test_skewnorm_fields_and_checks() -> None:
+    rng = np.random.default_rng(5)
+    sample = stats.skewnorm.rvs(4.0, loc=5.0, scale=2.0, size=20_000, random_state=rng)
+    est = skewnorm_exposure(4.0, sample, space_size=10**6)
+    assert est.n_samples == 20_000 and not est.clipped
+    assert (est.shape, est.loc, est.scale) == pytest.approx((4.0, 5.0, 2.0), rel=0.15)
+    # The true distribution's CDF at 4.0, read off by hand from scipy with the generating parameters.
+    assert est.cdf == pytest.approx(float(stats.skewnorm.cdf(4.0, 4.0, loc=5.0, scale=2.0)), abs=0.01)
+    assert est.exposure == pytest.approx(-math.log2(est.cdf), abs=1e-12)
+    # Clipped at 1/|R| with |R| = 4 exactly: the floor applies only below it.
+    far = skewnorm_exposure(-50.0, sample, space_size=4)
+    assert far.clipped and far.exposure == 2.0 and far.cdf < 0.25
+    near = skewnorm_exposure(100.0, sample, space_size=4)
+    assert not near.clipped and near.exposure == 0.0 and near.cdf == pytest.approx(1.0)
+    assert skewnorm_exposure(4.0, sample).exposure == est.exposure  # no |R|: same unless in the far tail
+    with pytest.raises(ValueError, match="canary_score is NaN"):
+        skewnorm_exposure(float("nan"), sample)
+    with pytest.raises(ValueError, match=r"needs at least 3 values to fit a skew-normal \(got 2\)"):
+        skewnorm_exposure(0.0, [1.0, 2.0])
+    assert skewnorm_exposure(0.0, [1.0, 2.0, 4.0]).n_samples == 3  # three is enough
+    with pytest.raises(ValueError, match="infinite"):
+        skewnorm_exposure(0.0, [1.0, 2.0, float("inf")])
+    with pytest.raises(ValueError, match=r"space_size must be >= 1 \(got 0\)"):
+        skewnorm_exposure(0.0, [1.0, 2.0, 4.0], space_size=0)
+    assert skewnorm_exposure(0.0, [1.0, 2.0, 4.0], space_size=1).exposure == 0.0  # |R| = 1: nothing to expose
+
+
+def test_exact_rank_compares_in_float64() -> None:
+    # float32(0.1) = 0.10000000149...; a float64 canary just above it is strictly worse. Rounding the canary to
+    # float32 (as a float32 comparison would) makes the two equal and hides the better candidate.
+    cand = np.array([0.1], dtype=np.float32)
+    assert exact_rank(0.100000002, cand) == 2
+    assert exact_rank(0.1000000014, cand) == 1
+
+
+def test_skewnorm_cdf_exactly_at_the_floor_is_not_clipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = [1.0, 2.0, 4.0, 3.0]
+    monkeypatch.setattr(stats.skewnorm, "cdf", lambda *args, **kwargs: 0.25)
+    at_floor = skewnorm_exposure(0.0, sample, space_size=4)
+    assert not at_floor.clipped and at_floor.exposure == 2.0 and at_floor.cdf == 0.25
+    monkeypatch.setattr(stats.skewnorm, "cdf", lambda *args, **kwargs: float("nan"))
+    with pytest.raises(ValueError, match=r"^skew-normal fit \(a=.*, loc=.*, scale=.*\) gave a NaN CDF at 0\.0$"):
+        skewnorm_exposure(0.0, sample)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: exact_rank(float("nan"), [1.0]), r"^canary_score is NaN$"),
+        (lambda: skewnorm_exposure(float("nan"), [1.0, 2.0, 3.0]), r"^canary_score is NaN$"),
+        (lambda: skewnorm_exposure(0.0, [1.0, float("nan"), 3.0]),
+         r"^sample_scores contains 1 NaN value\(s\); exposure needs every score$"),
+        (lambda: skewnorm_exposure(0.0, [1.0, float("inf"), 3.0]),
+         r"^sample_scores contains infinite values; a skew-normal cannot be fitted to them$"),
+        (lambda: skewnorm_exposure(0.0, [2.0, 2.0, 2.0]),
+         r"^sample_scores are all equal; a skew-normal cannot be fitted to them$"),
+    ],
+)
+def test_exposure_error_messages(call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
