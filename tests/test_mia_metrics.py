@@ -330,3 +330,9 @@ def test_scores_are_computed_in_float64() -> None:
 def test_errors_name_the_offending_input(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("k,n,expected", [(0.29, 100, 29), (0.57, 100, 57), (0.7, 90, 63), (0.2, 63, 12), (0.01, 5, 1)])
+def test_min_k_takes_floor_of_k_times_t_tokens_despite_float_rounding(k, n, expected):
+    lp = -np.arange(1, n + 1, dtype=np.float64)  # token t has log-prob -t: the lowest m are the last m
+    assert min_k_score(lp, k) == pytest.approx(np.mean(lp[-expected:]))

@@ -26,6 +26,7 @@ Min-K% and Min-K%++ average the floor(k * T) lowest values, at least one, as mim
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ def _logprobs(name: str, values: ArrayLike) -> np.ndarray:
 def _n_lowest(n_tokens: int, k: float) -> int:
     if not 0 < k <= 1:
         raise ValueError(f"k must be in (0, 1] (got {k})")
-    return max(1, int(n_tokens * k))
+    # floor(k * T) as documented; rounding first so 0.29 * 100 = 28.999999999999996 counts 29 tokens, not 28
+    return max(1, math.floor(round(n_tokens * k, 9)))
 
 
 def loss_score(token_logprobs: ArrayLike) -> float:
