@@ -1,7 +1,10 @@
 """Peak resident memory of one memorization cell: full fine-tuning of SmolLM2-135M alone, and with a second
 lorasec training process (LoRA r16 of the same cell) running beside it; per-stage profile from the record.
 
-    python benchmarks/memory_cell.py [--out BENCHMARKS-memory.md]
+    python benchmarks/memory_cell.py [--out FILE] [--only "full" | "lora r16"]
+
+Without --only: full fine-tuning alone, then full and LoRA r16 at the same time. With --only: that one cell
+(whatever else the machine runs beside it is stated by the caller).
 
 Each cell runs in its own `lorasec run` process (a fresh store in a temporary folder); this driver samples
 the process's resident set size (psutil, every 0.2 s) and reads the per-stage profile the result stores
@@ -101,8 +104,17 @@ def table(title: str, res: dict[str, dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/memory_cell.md"))
+    ap.add_argument("--only", choices=sorted(METHODS), help="measure this one cell only")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only:
+            alone = measure([args.only], Path(tmp))
+            lines = [f"`python benchmarks/memory_cell.py --only '{args.only}'` on {datetime.date.today()}", "",
+                     *table(args.only, alone)]
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text("\n".join(lines) + "\n")
+            sys.stdout.write("\n".join(lines) + "\n")
+            return
         (Path(tmp) / "alone").mkdir()
         (Path(tmp) / "beside").mkdir()
         alone = measure(["full"], Path(tmp) / "alone")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasec.config import TaskConfig
-from lorasec.environment import environment
+from lorasec.environment import bound_allocator, environment
 from lorasec.seeds import stage_seeds
 from lorasec.store import config_key, load, open_store, save
 from lorasec.tasks import task_of
@@ -32,6 +32,7 @@ class Run:
 
 def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False) -> Run:
     """Run one cell of any task (no store): stage seeds in, record with its envelope out."""
+    bound_allocator()
     task = task_of(cfg)
     seeds = stage_seeds(cfg.seed, task.stages)
     t0 = time.perf_counter()

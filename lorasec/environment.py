@@ -63,19 +63,41 @@ class Stages:
         self.memory[name] = {"peak_rss_mb": round(peak, 1), "rss_mb": None if current is None else round(current, 1)}
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD = 4 << 20
+
+
+def bound_allocator() -> None:
+    """Serve every allocation of 4 MiB or more (logits, float64 vocabulary statistics, gradients) with its own
+    mapping, returned to the OS when freed.
+
+    glibc otherwise raises its mmap threshold to 32 MiB after the first large free and serves the 25 MiB float64
+    temporaries of the vocabulary statistics from the heap, where freed blocks are kept and fragment: scoring
+    32 records of 64 tokens with SmolLM2's 49k vocabulary peaked at 2.98 GB instead of 1.47 GB with this, and a
+    memorization demo process reached 10 GB. Changes no number. A no-op off glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def _libc():  # type: ignore[no-untyped-def]
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def release_freed_memory() -> None:
     """Hand memory freed by the stage that just ended back to the OS (glibc's malloc_trim), so the next stage of
     this cell, or the other cells of a sweep running beside it, start from what the process really holds.
     A no-op where the C library has no malloc_trim."""
     global _TRIM
     if _TRIM is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
+        libc = _libc()
+        _TRIM = getattr(libc, "malloc_trim", False) if libc is not None else False
     if _TRIM:
         _TRIM(0)
 
