@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -75,4 +76,5 @@ def test_every_shipped_config_validates():
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         raw = load_yaml(path)
         cells = load_grid(path) if "axes" in raw else [load_config(path)]
-        assert cells, path
+        expected = np.prod([len(v) for v in raw["axes"].values()]) if "axes" in raw else 1
+        assert len(cells) == expected, path
