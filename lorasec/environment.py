@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -10,6 +11,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,7 +82,9 @@ def bound_allocator() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
-def _libc():  # type: ignore[no-untyped-def]
+@functools.cache
+def _libc() -> Any:
+    """The C library, loaded once (None where it cannot be loaded)."""
     import ctypes
     import ctypes.util
 
@@ -94,12 +98,6 @@ def release_freed_memory() -> None:
     """Hand memory freed by the stage that just ended back to the OS (glibc's malloc_trim), so the next stage of
     this cell, or the other cells of a sweep running beside it, start from what the process really holds.
     A no-op where the C library has no malloc_trim."""
-    global _TRIM
-    if _TRIM is None:
-        libc = _libc()
-        _TRIM = getattr(libc, "malloc_trim", False) if libc is not None else False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM = None
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

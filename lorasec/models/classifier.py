@@ -24,6 +24,7 @@ from lorasec.seeds import torch_seeded
 
 MODELS: Registry = Registry("model")
 
+
 @dataclass
 class Classifier:
     model: PreTrainedModel
