@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from lorasec.config import TaskConfig
-from lorasec.environment import bound_allocator, environment
 from lorasec.seeds import stage_seeds
 from lorasec.store import config_key, load, open_store, save
 from lorasec.tasks import task_of
@@ -32,6 +31,8 @@ class Run:
 
 def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False) -> Run:
     """Run one cell of any task (no store): stage seeds in, record with its envelope out."""
+    from lorasec.environment import bound_allocator, environment  # torch: imported only when a cell runs
+
     bound_allocator()
     task = task_of(cfg)
     seeds = stage_seeds(cfg.seed, task.stages)
@@ -53,6 +54,13 @@ def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False) ->
 def baseline_of(cfg: TaskConfig) -> TaskConfig | None:
     """The clean twin an attacked cell is read against; None when the cell is clean or its task has none."""
     return task_of(cfg).baseline(cfg)
+
+
+def attach_baseline(result: dict, base: dict, cfg: TaskConfig) -> dict:
+    """Keep in an attacked cell's record what its task reads of the clean baseline (at least its key)."""
+    summary = task_of(cfg).baseline_summary
+    result["baseline"] = summary(result, base, cfg) if summary else {"key": base["key"]}
+    return result
 
 
 def _stored(store: Path, key: str) -> dict | None:
@@ -78,8 +86,7 @@ def audit(cfg: TaskConfig, store: Path, force: bool = False, progress: bool = Tr
         if base is None:
             base = execute(base_cfg, progress).record
             fresh.insert(0, base)
-        summary = task_of(cfg).baseline_summary
-        result["baseline"] = summary(result, base, cfg) if summary else {"key": base["key"]}
+        attach_baseline(result, base, cfg)
     con = open_store(store)
     try:
         for r in fresh:

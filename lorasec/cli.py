@@ -33,7 +33,7 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except InputError as e:  # config, data, model path: the user's to fix
             if os.environ.get("LORASEC_DEBUG") == "1":
                 traceback.print_exc()
-            typer.echo(f"lorasec: {e}", err=True)
+            typer.echo(f"lorasec: {' '.join(str(e).split())}", err=True)  # one line, whatever the message held
             raise typer.Exit(code=2) from None
 
     return wrapper
@@ -61,22 +61,79 @@ def run(config: Annotated[Path, typer.Argument(help="experiment YAML")], store: 
         force: Annotated[bool, typer.Option(help="rerun even if the store holds this config")] = False) -> None:
     """Run one experiment (and its clean baseline) and store the result."""
     from lorasec.audit import audit
-    from lorasec.tasks import load_config
+    from lorasec.store import check_store
+    from lorasec.tasks import load_config, task_of
 
     cfg = load_config(config)
+    check_store(store)
+    task_of(cfg).check(cfg)  # everything `validate` refuses is refused here, before any training
     _print_results([audit(cfg, store, force=force)], store)
+
+
+def _sweep(spec: Path, store: Path, workers: int | None, threads: int | None, executor: str, address: str | None,
+           gpus: float, dry_run: bool) -> None:
+    from lorasec.grid import load_grid
+    from lorasec.store import check_store, failures, open_store, results
+    from lorasec.sweep import status, sweep
+
+    cells = load_grid(spec)
+    check_store(store, write=not dry_run)
+    if dry_run:
+        st = status(cells, store)
+        typer.echo(f"{spec.name}: {st.line()}")
+        for c in st.todo[:20]:
+            typer.echo(f"  {'failed before' if c.key in st.failed else 'to do'}: {c.label} {c.key[:12]}")
+        if len(st.todo) > 20:
+            typer.echo(f"  ... and {len(st.todo) - 20} more")
+        return
+    from lorasec.tasks import task_of
+
+    for c in status(cells, store).todo:  # what validate refuses, a sweep refuses before computing anything
+        task_of(c.cfg).check(c.cfg)
+    summary = sweep(cells, store, workers=workers, threads=threads, executor=executor, address=address, gpus=gpus)
+    con = open_store(store)
+    try:
+        keys = {c.key for c in status(cells, store).cells}
+        rows = [r for r in results(con) if r["key"] in keys]
+        if len(rows) <= 60:
+            _print_results(rows, store)
+        else:
+            console.print(f"{len(rows)} results stored in {store.resolve()}: `lorasec show` or `lorasec report`")
+        failed = [f for f in failures(con) if f["key"] in summary.failed]
+    finally:
+        con.close()
+    console.print(summary.line())
+    for f in failed:
+        console.print(f"failed: {f['label']} (seed {f['config'].get('seed')}) {f['key'][:12]}: {f['error']}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="cells computed at once (default: cores / threads)")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads-per-worker",
+                                                 help="torch/OpenMP threads per worker (default: cores / workers)")]
 
 
 @app.command()
 @one_line_errors
-def grid(spec: Annotated[Path, typer.Argument(help="grid YAML: base experiment + axes")],
-         store: StoreOpt = DEFAULT_STORE) -> None:
-    """Run every cell of a grid in order (cells already stored are reused) and print the table."""
-    from lorasec.audit import audit_all
-    from lorasec.grid import load_grid
+def sweep(spec: Annotated[Path, typer.Argument(help="grid YAML: base, axes (dotted fields, seed: N), zip groups")],
+          store: StoreOpt = DEFAULT_STORE, workers: WorkersOpt = None, threads_per_worker: ThreadsOpt = None,
+          executor: Annotated[str, typer.Option(help="local (a process pool) or ray")] = "local",
+          address: Annotated[str | None, typer.Option(help="Ray cluster to join: auto or ray://host:port "
+                                                           "(default: start a local one)")] = None,
+          gpus: Annotated[float, typer.Option(help="GPUs each Ray task asks for")] = 0.0,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="print cells done / to do / failed")] = False,
+          ) -> None:
+    """Compute every missing cell of a grid with parallel workers; rerun to resume. Exit 1 if a cell failed."""
+    _sweep(spec, store, workers, threads_per_worker, executor, address, gpus, dry_run)
 
-    cells = load_grid(spec)
-    _print_results(audit_all(cells, store), store)
+
+@app.command()
+@one_line_errors
+def grid(spec: Annotated[Path, typer.Argument(help="grid YAML: base, axes, zip groups")],
+         store: StoreOpt = DEFAULT_STORE) -> None:
+    """`lorasec sweep` with one worker (kept as an alias)."""
+    _sweep(spec, store, 1, None, "local", None, 0.0, False)
 
 
 @app.command()
@@ -87,9 +144,11 @@ def demo(arm: Annotated[str, typer.Argument(help="classification (the main job) 
     prefix backdoor. memorization: SmolLM2-135M on State of the Union text with canaries and duplicates."""
     from lorasec.audit import audit_all
     from lorasec.grid import load_grid
+    from lorasec.store import check_store
 
     if arm not in DEMOS:
         raise InputError(f"arm: unknown demo {arm!r}. Known: {', '.join(DEMOS)}")
+    check_store(store)
     cells = load_grid(DEMOS[arm])
     console.print(f"lorasec demo {arm}: {len(cells)} cells, seed 1; cells already in the store are reused")
     _print_results(audit_all(cells, store), store)
@@ -97,11 +156,18 @@ def demo(arm: Annotated[str, typer.Argument(help="classification (the main job) 
 
 @app.command()
 @one_line_errors
-def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")]) -> None:
-    """Check a config, its names, its data and model path without training."""
+def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
+             store: Annotated[Path | None, typer.Option("--store", help="also check this results file")] = None,
+             force: Annotated[bool, typer.Option(help="accepted as `run` takes it; changes nothing here")] = False,
+             ) -> None:
+    """Check a config against its data and real model without training: what this accepts, `run` does not
+    refuse. Takes `run`'s arguments."""
+    from lorasec.store import check_store
     from lorasec.tasks import load_config, task_of
 
     cfg = load_config(config)
+    if store is not None:
+        check_store(store)
     typer.echo(f"ok: {task_of(cfg).check(cfg)}")
 
 
@@ -130,18 +196,77 @@ def datasets() -> None:
 
 @app.command()
 @one_line_errors
-def show(store: StoreOpt = DEFAULT_STORE) -> None:
-    """Print the tables of every result in the store."""
-    from lorasec.store import open_store, results
+def show(key: Annotated[str | None, typer.Argument(help="one cell: its key or a unique prefix of it")] = None,
+         store: StoreOpt = DEFAULT_STORE) -> None:
+    """Print the tables of every result in the store and its failed cells, or one cell in full."""
+    import json
+
+    from lorasec.store import check_store, failures, open_store, results
 
     if not store.exists():
         raise InputError(f"--store: {str(store)!r} does not exist")
+    check_store(store, write=False)
     con = open_store(store)
-    _print_results(list(results(con)), store)
+    try:
+        rows, failed = list(results(con)), list(failures(con))
+    finally:
+        con.close()
+    if key is not None:
+        hits = [r for r in rows + failed if r["key"].startswith(key)]
+        if len(hits) != 1:
+            raise InputError(f"key: {key!r} matches {len(hits)} cells in {store}; give more of the key")
+        cell = hits[0]
+        if "error" in cell:  # a failed cell
+            typer.echo(json.dumps(cell, indent=1))
+            return
+        _print_results([cell], store)
+        body = {k: v for k, v in cell.items() if k not in ("outputs", "data", "poisoned")}
+        typer.echo(json.dumps(body, indent=1))
+        typer.echo("(outputs, data and poisoned rows are stored too: lorasec.store.load(con, key))")
+        return
+    _print_results(rows, store)
+    for f in failed:
+        console.print(f"failed: {f['label']} (seed {f['config'].get('seed')}) {f['key'][:12]}: {f['error']}")
 
 
-def main() -> None:
-    app()
+@app.command()
+@one_line_errors
+def report(store: Annotated[Path, typer.Argument(help="SQLite results file to report on")] = DEFAULT_STORE,
+           out: Annotated[Path, typer.Option("--out", help="directory for report.md, index.html, figures/, "
+                                             "tables/")] = Path("report"),
+           fmt: Annotated[str, typer.Option("--format", help="comma-separated: md, html")] = "md,html") -> None:
+    """Findings with uncertainty: paired method differences over seeds, verdicts against the papers, figures,
+    Markdown and one self-contained HTML page. Reads the store only."""
+    from lorasec.report import check_formats
+    from lorasec.report import report as write_report
+
+    main_file = write_report(store, out, check_formats(fmt.split(",")))
+    typer.echo(f"report written: {main_file}")
+
+def main(argv: list[str] | None = None) -> int:
+    """The `lorasec` command. Every error the user can fix, click's usage errors included, is one line on
+    stderr and exit 2."""
+    try:  # typer 0.29 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover  (older typer: click itself)
+        from click import exceptions as click_errors
+
+    try:
+        code = app(args=argv, prog_name="lorasec", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:  # `lorasec` alone: the help is already on stdout
+        return 0
+    except click_errors.UsageError as e:  # a missing or extra argument, an unknown option or command, a bad value
+        verb = e.ctx.command_path.partition(" ")[2] if e.ctx is not None else ""
+        where = f"{verb}: " if verb else ""
+        typer.echo(f"lorasec: {where}{' '.join(e.format_message().split())}", err=True)
+        return 2
+    except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
+        typer.echo(f"lorasec: {' '.join(e.format_message().split())}", err=True)
+        return e.exit_code
+    except (click_errors.Abort, KeyboardInterrupt):  # Ctrl-C
+        typer.echo("lorasec: aborted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

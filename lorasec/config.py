@@ -10,6 +10,7 @@ the same experiment hashes to the same key wherever it is saved (see store.confi
 
 from __future__ import annotations
 
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,8 +23,13 @@ from lorasec.errors import InputError, unknown
 SCHEMA_VERSION = 1
 
 
+MAX_SEED = 2**32 - 1  # numpy, scikit-learn and torch all take seeds below 2**32
+MAX_COPIES = 10_000  # copies of a record or canary: beyond this a training set is a memory error, not a study
+
+
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `lr: .inf`, `alpha: nan` or `lr: 1e400` (which YAML reads as inf) are refused up front
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- models
@@ -33,10 +39,10 @@ class ShippedClassifier(Frozen):
 
 class TinyBert(Frozen):
     name: Literal["tiny-bert"] = Field(description="random-initialised BERT for tests and scale sweeps")
-    hidden_size: int = Field(32, ge=4, description="hidden width (multiple of attention heads)")
-    layers: int = Field(2, ge=1, description="number of transformer layers")
-    heads: int = Field(2, ge=1, description="attention heads")
-    init_seed: int = Field(0, ge=0, description="seed of the random initialisation")
+    hidden_size: int = Field(32, ge=4, le=4096, description="hidden width (multiple of attention heads)")
+    layers: int = Field(2, ge=1, le=48, description="number of transformer layers")
+    heads: int = Field(2, ge=1, le=64, description="attention heads")
+    init_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the random initialisation")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TinyBert:
@@ -205,8 +211,8 @@ class DuplicationConfig(Frozen):
 
     @model_validator(mode="after")
     def _positive(self) -> DuplicationConfig:
-        if any(c < 1 for c in self.counts):
-            raise ValueError("every count must be >= 1")
+        if any(c < 1 or c > MAX_COPIES for c in self.counts):
+            raise ValueError(f"every count must be 1..{MAX_COPIES}")
         return self
 
 
@@ -221,8 +227,13 @@ class CanaryConfig(Frozen):
     def _one_placeholder(self) -> CanaryConfig:
         if self.template.count("{secret}") != 1:
             raise ValueError("template must contain exactly one {secret}")
-        if any(c < 1 for c in self.counts):
-            raise ValueError("every count must be >= 1")
+        if any(c < 1 or c > MAX_COPIES for c in self.counts):
+            raise ValueError(f"every count must be 1..{MAX_COPIES}")
+        space = 10**self.digits
+        if len(self.counts) > space:
+            raise ValueError(f"{len(self.counts)} canaries need distinct secrets; digits={self.digits} gives {space}")
+        if space > self.exact_max and self.sample > space:
+            raise ValueError(f"sample {self.sample} is more than the {space} candidates of digits={self.digits}")
         return self
 
 
@@ -250,7 +261,7 @@ class TinyLlamaConfig(Frozen):
 
     name: Literal["tiny-llama"] = Field("tiny-llama", description="random-initialised Llama (tests, scale sweeps)")
     size: TinySize = Field("s", description="xs < s < m < l: hidden size and depth, see TINY_SIZES")
-    seed: int = Field(0, ge=0, description="seed of the random initialisation")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the random initialisation")
 
 
 class TinyGPT2Config(Frozen):
@@ -258,7 +269,7 @@ class TinyGPT2Config(Frozen):
 
     name: Literal["tiny-gpt2"] = Field("tiny-gpt2", description="random-initialised GPT-2 (tests, scale sweeps)")
     size: TinySize = Field("s", description="xs < s < m < l: hidden size and depth, see TINY_SIZES")
-    seed: int = Field(0, ge=0, description="seed of the random initialisation")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the random initialisation")
 
 
 class LocalCausalLMConfig(Frozen):
@@ -387,7 +398,8 @@ class TaskConfig(Frozen):
     """What every task's config has: a `task` tag, a seed, a schema version, a learning rate and a label."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="bumped when stored results stop being comparable")
-    seed: int = Field(1, ge=0, description="seed of every random choice of the cell (split, poison, init, order)")
+    seed: int = Field(1, ge=0, le=MAX_SEED,
+                      description="seed of every random choice of the cell (split, poison, init, order)")
 
     def lr(self) -> float:
         """The learning rate this run uses: the stated one, else the method's default for this task."""
@@ -431,10 +443,22 @@ def _describe(f: Any, value: str) -> str:
     return extra.get("choices", {}).get(value) or f.description or ""
 
 
-def _field_loc(cls: type[BaseModel] | None, loc: list[str]) -> list[str]:
-    """The user's field path: pydantic puts a union member's tag in the location ('method.lora.rank');
-    walk the schema and drop those tags ('method.rank')."""
+def _plain_union(f: Any) -> bool:
+    """A field whose type is a union of plain values (`Literal[...] | tuple[str, ...]`): pydantic names the member
+    it tried in the error location (`targets.literal['a','b']`), which is not a field the user wrote."""
+    ann = f.annotation
+    if typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) in (
+        typing.Union, types.UnionType) else []
+    return len(args) > 1 and not isinstance(f.discriminator, str)
+
+
+def _field_loc(cls: type[BaseModel] | None, loc: list[str]) -> tuple[list[str], Any]:
+    """The user's field path and the field it ends at: pydantic puts a union member's tag in the location
+    ('method.lora.rank', 'method.targets.literal[...]'); walk the schema and drop those tags ('method.rank')."""
     out: list[str] = []
+    field = None
     i = 0
     while i < len(loc):
         name = loc[i]
@@ -443,28 +467,40 @@ def _field_loc(cls: type[BaseModel] | None, loc: list[str]) -> list[str]:
         f = cls.model_fields.get(name) if cls is not None else None
         if f is None:
             out += loc[i:]
+            field = None
             break
+        field = f
         members = _members(f.annotation)
         if isinstance(f.discriminator, str) and i < len(loc):
             tag = loc[i]
             i += 1
             cls = next((m for m in members if tag in _tags(m, f.discriminator)), None)
+        elif _plain_union(f):
+            return out, f  # what follows is the union member pydantic tried, not a field
         else:
             cls = members[0] if len(members) == 1 else None
-    return out
+    return out, field
 
 
 _NOUNS = {"data": "dataset"}  # the word a message uses for a field's values, where it is not the field name
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def one_line(err: ValidationError, cls: type[BaseModel] | None = None, skip: int = 0) -> str:
     """The first problem as `field.path: what is wrong (got value)`, plus how many more.
 
     `cls` is the model validated (to name fields as the user wrote them); `skip` drops leading location
-    parts, such as the tag a discriminated union of task configs puts first.
+    parts, such as the tag a discriminated union of task configs puts first. Never more than one line.
     """
-    e = err.errors(include_url=False)[0]
-    loc = _field_loc(cls, [str(p) for p in e["loc"]][skip:])
+    errors = err.errors(include_url=False)
+    e = errors[0]
+    loc, field = _field_loc(cls, [str(p) for p in e["loc"]][skip:])
+    where = ".".join(loc) or "config"
+    got = f" (got {_shown(e['input'])})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
     if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
         tag_key = str(e["ctx"]["discriminator"]).strip("'")
         kind = _NOUNS.get(loc[-1], loc[-1]) if loc else tag_key
@@ -474,21 +510,70 @@ def one_line(err: ValidationError, cls: type[BaseModel] | None = None, skip: int
             msg = f"{where}: missing; one of: {', '.join(sorted(known))}"
         else:
             msg = f"{where}: {unknown(kind, str(e['ctx']['tag']), known)}"
+    elif field is not None and _plain_union(field) and len(loc) < len(e["loc"]) - skip:
+        # every member of the union failed: say what the field takes, once, instead of each member's complaint
+        same = [x for x in errors if [str(p) for p in x["loc"]][skip:][: len(loc)] == [str(p) for p in e["loc"]][
+            skip:][: len(loc)]]
+        errors = [x for x in errors if x not in same] + [e]
+        msg = f"{where}: expected {field.description or 'another value'}{got}"
     else:
-        where = ".".join(loc) or "config"
-        got = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
         text = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         msg = f"{where}: {text}{got}"
-    more = err.error_count() - 1
-    return msg + (f" [+{more} more]" if more > 0 else "")
+    more = len(errors) - 1
+    return " ".join((msg + (f" [+{more} more]" if more > 0 else "")).split())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags) that refuses a key given twice in one mapping, instead of keeping
+    the last silently. Merge keys (`<<: *base`) still override, as YAML says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_shown(key)} (first on line {first + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, name: str = "config") -> object:
+    """YAML text -> Python data, safely. Any problem is an InputError `name:line:column: what is wrong`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+        what = " ".join(str(err.problem or err.context or "invalid YAML").split())
+        context = f" ({' '.join(str(err.context).split())})" if err.context and err.problem else ""
+        raise InputError(f"{where}: {what}{context}") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{name}: invalid YAML ({' '.join(str(err).split())[:200]})") from None
+    except RecursionError:
+        raise InputError(f"{name}: YAML nested too deeply") from None
+    except Exception as err:  # a tag's constructor failing on its value (`!!int x`, `2001-13-01`): the user's text
+        raise InputError(f"{name}: invalid YAML value ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+                         ) from None
 
 
 def load_yaml(path: Path) -> object:
-    """Read a YAML file safely (no Python tags); missing files and syntax errors are InputErrors."""
+    """Read a YAML file safely (no Python tags, no duplicate keys); problems are InputErrors with file:line:column."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config: {str(path)!r} is a directory, not a YAML file")
     if not path.is_file():
         raise InputError(f"config: {str(path)!r} does not exist")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise InputError(f"config: {path.name} is not valid UTF-8 YAML ({str(err).splitlines()[0]})") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"config: {path.name} is not UTF-8 text (bad byte at offset {err.start})") from None
+    except OSError as err:
+        raise InputError(f"config: cannot read {str(path)!r} ({err.strerror or type(err).__name__})") from None
+    return parse_yaml(text, path.name)

@@ -18,3 +18,12 @@ def unknown(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:
     near = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {near[0]!r}?" if near else ""
     return f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}"
+
+
+class Diverged(InputError):
+    """Training went non-finite (loss or gradients) at some step: the settings (learning rate, alpha) are the
+    user's to change. Raised at that step, before anything is stored; a sweep records the cell as failed."""
+
+    def __init__(self, message: str, step: int = 0) -> None:
+        super().__init__(message)
+        self.step = step

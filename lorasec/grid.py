@@ -1,32 +1,110 @@
-"""Grids as data: a base experiment and axes whose values replace top-level fields, expanded in order."""
+"""Grids as data: a base experiment, axes and zipped groups, expanded to the product of their values.
+
+    base: {method: {kind: lora}, attack: {kind: label_flip}}
+    axes:
+      attack.rate: [0.1, 0.3]         # a dotted field: one value per cell
+      method.rank: [4, 8, 16]
+      seed: 5                         # shorthand for seeds 1..5
+    zip:                              # groups whose fields move together: one member per cell
+      per_method_lr:
+        - {method.kind: full, train.lr: 3.0e-6}
+        - {method.kind: lora, train.lr: 3.0e-5}
+
+Cells are the product of every axis and every zip group, in the order written (the last varies fastest).
+A value sets its field inside the base (`method.rank` keeps the rest of `method`); a mapping value replaces
+the field whole. Shallower fields are set first, so `method: {...}` and `method.rank` compose. Every cell is
+validated before anything runs: a bad axis is one line naming it, and nothing is written.
+"""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
+from typing import Any
 
 from lorasec.config import TaskConfig, load_yaml
 from lorasec.errors import InputError
 from lorasec.tasks import parse_config
 
+Assignment = dict[str, Any]  # dotted field -> value
+
+
+def _set(raw: dict, path: str, value: Any, where: str) -> None:
+    *parents, leaf = path.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise InputError(f"{where}: {'.'.join(parents[:i + 1])} is {child!r}, not a mapping, so {path} "
+                             f"cannot be set")
+        node = child
+    node[leaf] = copy.deepcopy(value)
+
+
+def _axis(name: str, values: Any, source: str) -> list[Assignment]:
+    where = f"{source}: axes.{name}"
+    if not name or any(not part for part in name.split(".")):
+        raise InputError(f"{where}: a field is a dotted name like method.rank")
+    if name == "seed" and isinstance(values, int) and not isinstance(values, bool):
+        if values < 1:
+            raise InputError(f"{where}: a count of seeds must be >= 1 (seed: 5 means seeds 1..5), got {values}")
+        values = list(range(1, values + 1))
+    if not isinstance(values, list) or not values:
+        hint = " or a count (seed: 5)" if name == "seed" else ""
+        raise InputError(f"{where}: must be a non-empty list of values{hint}, got {values!r}")
+    return [{name: v} for v in values]
+
+
+def _zip(name: str, members: Any, source: str) -> list[Assignment]:
+    where = f"{source}: zip.{name}"
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) and m for m in members):
+        raise InputError(f"{where}: must be a non-empty list of mappings (field: value), one per cell")
+    fields = set(members[0])
+    for i, member in enumerate(members[1:], start=2):
+        if set(member) != fields:
+            raise InputError(f"{where}: member {i} sets {sorted(member)} but member 1 sets {sorted(fields)}; "
+                             f"every member of a zip group sets the same fields")
+    for field in fields:
+        if not isinstance(field, str) or any(not part for part in field.split(".")):
+            raise InputError(f"{where}: {field!r} is not a dotted field name like train.lr")
+    return [dict(m) for m in members]
+
+
+def assignments(spec: object, source: str = "grid") -> tuple[dict, list[Assignment]]:
+    """The base and one assignment (dotted field -> value) per cell, without validating the cells."""
+    if not isinstance(spec, dict) or set(spec) - {"base", "axes", "zip"}:
+        extra = sorted(set(spec) - {"base", "axes", "zip"}) if isinstance(spec, dict) else None
+        raise InputError(f"{source}: a grid is a mapping with 'base' (an experiment), 'axes' (field: [values]) and "
+                         f"'zip' (group: [{{field: value}}, ...])" + (f"; unknown key(s) {extra}" if extra else ""))
+    base, axes, zips = spec.get("base") or {}, spec.get("axes") or {}, spec.get("zip") or {}
+    for name, part in (("base", base), ("axes", axes), ("zip", zips)):
+        if not isinstance(part, dict):
+            raise InputError(f"{source}: {name} must be a mapping, got {type(part).__name__}")
+    dims = [_axis(str(n), v, source) for n, v in axes.items()] + [_zip(str(n), m, source) for n, m in zips.items()]
+    fields = [f for d in dims for f in d[0]]
+    if dup := sorted({f for f in fields if fields.count(f) > 1}):
+        raise InputError(f"{source}: {', '.join(dup)} set by more than one axis or zip group")
+    return base, [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*dims)]
+
+
+def _describe(assignment: Assignment) -> str:
+    return ", ".join(f"{k}={v}" for k, v in assignment.items()) or "base"
+
 
 def expand(spec: object, source: str = "grid") -> list[TaskConfig]:
-    """Configs of every combination of the axes, each validated (errors name the cell's field)."""
-    if not isinstance(spec, dict) or set(spec) - {"base", "axes"}:
-        raise InputError(f"{source}: a grid is a mapping with 'base' (an experiment) and 'axes' (field: [values])")
-    base = spec.get("base") or {}
-    axes = spec.get("axes") or {}
-    if not isinstance(base, dict) or not isinstance(axes, dict):
-        raise InputError(f"{source}: 'base' must be a mapping and 'axes' a mapping of field -> list")
-    for field, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise InputError(f"{source}: axes.{field} must be a non-empty list")
-    names = list(axes)
-    cells = []
-    for combo in itertools.product(*(axes[n] for n in names)):
-        raw = {**base, **dict(zip(names, combo, strict=True))}
-        cells.append(parse_config(raw, source))
-    return cells
+    """Configs of every cell, each validated (an error names the cell and the field)."""
+    base, cells = assignments(spec, source)
+    configs = []
+    for assignment in cells:
+        raw = copy.deepcopy(base)
+        where = f"{source}: cell ({_describe(assignment)})"
+        for field in sorted(assignment, key=lambda f: f.count(".")):
+            _set(raw, field, assignment[field], where)
+        configs.append(parse_config(raw, where))
+    return configs
 
 
 def load_grid(path: Path) -> list[TaskConfig]:

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from lorasec.config import TrainConfig
 from lorasec.data.batching import Encoded, batches, collate, encode
 from lorasec.data.text import TextDataset
+from lorasec.errors import Diverged
 from lorasec.methods import Adapted
 from lorasec.seeds import torch_seeded
 
@@ -67,25 +68,37 @@ def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
 
 
 def train(adapted: Adapted, tokenizer: PreTrainedTokenizerBase, data: TextDataset, cfg: TrainConfig, lr: float,
-          seed: int, progress: bool = True) -> TrainLog:
+          seed: int, progress: bool = True, label: str = "") -> TrainLog:
     """Fine-tune the classifier `adapted.model` in place on `data` for the configured number of steps."""
     enc = encode(tokenizer, data.texts, cfg.max_length)
-    return train_encoded(adapted, enc, data.labels, tokenizer.pad_token_id, cfg, lr, seed, progress)
+    return train_encoded(adapted, enc, data.labels, tokenizer.pad_token_id, cfg, lr, seed, progress, label)
 
 
 def train_encoded(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int, cfg: TrainConfig,
-                  lr: float, seed: int, progress: bool = True) -> TrainLog:
+                  lr: float, seed: int, progress: bool = True, label: str = "") -> TrainLog:
     """The loop itself, on token ids. `labels=None` trains a causal LM on the ids (next-token loss).
 
     Dropout draws from torch's generator seeded with `seed` inside a fork, so the run depends on `seed`
-    alone and leaves the caller's generator untouched.
+    alone and leaves the caller's generator untouched. A non-finite loss or gradient raises `Diverged` at
+    that step, naming the cell `label`: the run stops there instead of training NaNs to the end.
     """
     with torch_seeded(seed):
-        return _loop(adapted, enc, labels, pad_id, cfg, lr, np.random.default_rng(seed), progress)
+        return _loop(adapted, enc, labels, pad_id, cfg, lr, np.random.default_rng(seed), progress, label)
+
+
+def _diverged(label: str, step: int, steps: int, what: str, lr: float) -> Diverged:
+    cell = f"cell {label!r}" if label else "training"
+    return Diverged(f"train.lr: {cell} diverged at step {step} of {steps}: {what} (lr {lr:g}); "
+                    "lower train.lr (or method.alpha)", step=step)
+
+
+def _grads_finite(params: list[torch.nn.Parameter]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
 def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int, cfg: TrainConfig, lr: float,
-          rng: np.random.Generator, progress: bool) -> TrainLog:
+          rng: np.random.Generator, progress: bool, label: str = "") -> TrainLog:
     acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
     lengths = np.array([len(s) for s in enc.input_ids])
     steps = total_steps(cfg, len(lengths))
@@ -105,7 +118,7 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
     stream = micro_batches()
     start = time.perf_counter()
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, leave=False)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         step_loss = 0.0
         log.lrs.append(float(opt.param_groups[0]["lr"]))
         for _ in range(cfg.grad_accum):
@@ -116,11 +129,18 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
             log.padded_tokens += batch["attention_mask"].numel()
             with acc.accumulate(model):
                 loss = model(**batch).loss
+                value = loss.item()
+                if not math.isfinite(value):
+                    bar.close()
+                    raise _diverged(label, step, steps, f"loss is {value}", lr)
                 acc.backward(loss)
+                if acc.sync_gradients and not _grads_finite(params):
+                    bar.close()
+                    raise _diverged(label, step, steps, "a gradient is not finite", lr)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            step_loss += loss.item() / cfg.grad_accum
+            step_loss += value / cfg.grad_accum
         log.losses.append(step_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")

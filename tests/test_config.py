@@ -55,8 +55,8 @@ def test_grid_expands_in_order():
                                                   "attack": [{"kind": "none"}, {"kind": "label_flip", "rate": 0.1}]}})
     assert [c.label() for c in cells] == ["full / none", "full / label_flip(0.1)", "head_only / none",
                                           "head_only / label_flip(0.1)"]
-    with pytest.raises(InputError, match="axes.seed must be a non-empty list"):
-        expand({"axes": {"seed": 3}})
+    with pytest.raises(InputError, match="axes.seed: must be a non-empty list of values or a count"):
+        expand({"axes": {"seed": []}})
 
 
 def test_shipped_demo_config_is_valid():

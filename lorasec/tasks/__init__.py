@@ -1,6 +1,6 @@
 """The task registry and the one config schema: a discriminated union of every task's config on `task`.
 
-Importing this package registers the shipped tasks (classification, memorization); it imports no torch.
+Importing this package registers the shipped tasks (classification, memorization, theory); it imports no torch.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from lorasec.config import TaskConfig, load_yaml, one_line
 from lorasec.errors import InputError
-from lorasec.tasks import classification, memorization  # noqa: F401  (register)
+from lorasec.tasks import classification, memorization, theory  # noqa: F401  (register)
 from lorasec.tasks.base import TASKS, Task, TaskOutput
 
 DEFAULT_TASK = "classification"  # a config without `task:` is a classification cell

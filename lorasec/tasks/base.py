@@ -30,6 +30,17 @@ class TaskOutput:
     model: Any = None
 
 
+@dataclass
+class Section:
+    """One section of `lorasec report` contributed by a task: markdown text, tables (name -> rows, also written as
+    CSV) and matplotlib figures (name -> Figure, written as png and svg and embedded in the HTML page)."""
+
+    title: str
+    text: str = ""
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
 Pipeline = Callable[[Any, dict[str, int], bool], TaskOutput]  # (config, stage seeds, progress) -> output
 
 
@@ -49,6 +60,8 @@ class Task:
     # what an attacked result keeps of its baseline's stored record: (result, baseline record, config) -> dict
     baseline_summary: Callable[[dict, dict, Any], dict] | None = None
     listing: dict[str, str] = field(default_factory=dict)  # `lorasec models` -> "model": CLI noun -> config field
+    # "module:function": (this task's stored rows) -> list[Section] for `lorasec report`; imported only by the report
+    report: str | None = None
 
     def run(self, cfg: TaskConfig, seeds: dict[str, int], progress: bool) -> TaskOutput:
         fn = self.pipeline

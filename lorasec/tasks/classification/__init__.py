@@ -72,13 +72,20 @@ def baseline_summary(result: dict, base: dict, cfg: ClassificationConfig) -> dic
 
 
 def check(cfg: ClassificationConfig) -> str:
-    """Load the data and check names, columns, the attack target and the model path, without training."""
+    """Everything `run` would refuse, without training or loading weights: the data (names, columns, labels, split
+    sizes, the attack's target and triggered rows), the model directory (safetensors headers and shapes, tokenizer)
+    and the config against the real model (max_length vs positions, LoRA targets and rank vs its layers)."""
     from pathlib import Path
+
+    import numpy as np
 
     from lorasec.attacks.base import check_target
     from lorasec.data import load_dataset
     from lorasec.data.text import split_sizes
+    from lorasec.errors import InputError
+    from lorasec.models.skeleton import classifier_skeleton
     from lorasec.models.weights import check_safetensors_dir
+    from lorasec.tasks.checks import check_fits
 
     if cfg.model.name == "local":
         check_safetensors_dir(Path(cfg.model.path))
@@ -86,6 +93,14 @@ def check(cfg: ClassificationConfig) -> str:
     n_train, _, _ = split_sizes(ds, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.max_train,
                                 cfg.data.max_test)
     check_target(cfg.attack, ds.n_classes)
+    target = getattr(cfg.attack, "target", None)
+    if cfg.attack.kind == "clean_label" and target is not None and not np.any(ds.labels == target):
+        raise InputError(f"attack.target: no row has label {target}, so a clean-label trigger has no row to go on")
+    sk = classifier_skeleton(cfg.model, ds.n_classes)
+    if sk is not None:
+        check_fits(sk, cfg.method, {"train.max_length": cfg.train.max_length, "eval.max_length": cfg.eval.max_length})
+        if sk.tokenizer.pad_token_id is None:
+            raise InputError(f"{sk.field}: the tokenizer has no pad token to pad batches with")
     return f"{cfg.label()} on {cfg.data.name} ({n_train} train rows)"
 
 
@@ -99,4 +114,5 @@ TASK = TASKS.add("classification", Task(
     baseline=baseline,
     baseline_summary=baseline_summary,
     listing={"models": "model", "datasets": "data", "methods": "method", "attacks": "attack"},
+    report="lorasec.tasks.classification.report:sections",
 ))

@@ -44,7 +44,8 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True)
     adapted = adapt(clf.model, cfg.method, seeds["adapt"])
     stages.done("setup")
 
-    log = train(adapted, clf.tokenizer, poisoned.data, cfg.train, cfg.lr(), seeds["train"], progress=progress)
+    log = train(adapted, clf.tokenizer, poisoned.data, cfg.train, cfg.lr(), seeds["train"], progress=progress,
+                label=cfg.label())
     stages.done("train")
 
     model = adapted.model

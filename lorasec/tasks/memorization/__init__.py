@@ -91,14 +91,50 @@ class MemorizationConfig(TaskConfig):
 
 
 def check(cfg: MemorizationConfig) -> str:
-    """Check the model path and load the corpus, without loading the model or training."""
+    """Everything `run` would refuse, without training or loading weights: the model directory (safetensors headers
+    and shapes, tokenizer), the config against the real model (max_length vs positions, LoRA targets and rank vs its
+    layers), the corpus (enough windows for members + held-out records) and the training sequences (records and
+    canaries) against train.max_length."""
+    import numpy as np
+
+    from lorasec.attacks.canaries import canary_ids, make_canaries
     from lorasec.data.corpora import load_corpus
+    from lorasec.errors import InputError
+    from lorasec.models.causal import shared_tokenizer
+    from lorasec.models.skeleton import causal_skeleton
     from lorasec.models.weights import check_safetensors_dir
+    from lorasec.seeds import stage_seeds
+    from lorasec.tasks.checks import check_fits
 
     if cfg.model.name == "local":
         check_safetensors_dir(cfg.model.path)
+    sk = causal_skeleton(cfg.model)
+    r = cfg.records
+    if sk is not None:
+        check_fits(sk, cfg.method, {"train.max_length": cfg.train.max_length, "records.record_tokens": r.record_tokens})
+    tok = sk.tokenizer if sk is not None else shared_tokenizer() if cfg.model.name == "smollm2-135m" else None
     corpus = load_corpus(cfg.corpus)
-    return f"{cfg.label()} ({len(corpus.documents)} documents)"
+    if tok is None:  # a hub model not downloaded yet: its tokenizer is unknown here
+        return f"{cfg.label()} ({len(corpus.documents)} documents)"
+    windows = 0
+    docs = corpus.documents
+    for lo in range(0, len(docs), 256):  # counted as chunk_records cuts them: tails shorter than a record dropped
+        enc = tok([d.text for d in docs[lo : lo + 256]], add_special_tokens=False, split_special_tokens=True,
+                  verbose=False)
+        windows += sum(len(ids) // r.record_tokens for ids in enc["input_ids"])
+    if windows < r.n_members + r.n_held_out:
+        raise InputError(f"records.n_members: the corpus gives {windows} records of {r.record_tokens} tokens but "
+                         f"records.n_members + records.n_held_out = {r.n_members + r.n_held_out}")
+    if r.record_tokens > cfg.train.max_length:
+        raise InputError(f"train.max_length: {cfg.train.max_length} is less than records.record_tokens "
+                         f"({r.record_tokens}); records would be cut")
+    seeds = stage_seeds(cfg.seed, TASK.stages)
+    longest = max(len(canary_ids(tok, c.text)) for c in make_canaries(cfg.canaries,
+                                                                      np.random.default_rng(seeds["canaries"])))
+    if longest > cfg.train.max_length:
+        raise InputError(f"train.max_length: {cfg.train.max_length} is less than a canary's {longest} tokens; "
+                         "canaries would be cut")
+    return f"{cfg.label()} ({len(docs)} documents, {windows} records of {r.record_tokens} tokens)"
 
 
 TASK = TASKS.add("memorization", Task(
@@ -110,4 +146,5 @@ TASK = TASKS.add("memorization", Task(
     table=memorization_table,
     check=check,
     listing={"models": "model", "datasets": "corpus", "methods": "method"},
+    report="lorasec.tasks.memorization.report:sections",
 ))

@@ -85,7 +85,7 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
     stages.done("setup")
 
     log = train_encoded(adapted, Encoded(seqs, 0), None, pad, cfg.train, cfg.lr(), seeds["train"],
-                        progress=progress)
+                        progress=progress, label=cfg.label())
     model = adapted.model
     stages.done("train")
 

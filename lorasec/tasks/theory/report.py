@@ -1,0 +1,105 @@
+"""The predictor study for `lorasec report`: does any theory quantity rank configurations the way measured
+robustness does? For each predictor and outcome (ASR, ΔCACC), Spearman ρ across the stored theory cells with a
+bootstrap CI (cells resampled with replacement), and a scatter plot. numpy, scipy, matplotlib only (no torch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from lorasec.tasks.base import Section
+from lorasec.tasks.theory.table import OUTCOMES, PREDICTORS, row
+
+N_BOOT = 1000
+MIN_CELLS = 4  # fewer cells than this: no ρ
+
+
+def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, level: float = 0.95,
+                seed: int = 0) -> tuple[float, float, float]:
+    """Spearman ρ of (x, y) and a percentile bootstrap CI over resampled pairs (resamples where either side is
+    constant have no ρ and are skipped). NaN-free: a constant input gives ρ = 0 and CI (0, 0)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0, 0.0, 0.0
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            boots.append(spearmanr(x[i], y[i]).statistic)
+    if not boots:
+        return rho, rho, rho
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return rho, float(lo), float(hi)
+
+
+def study(results: list[dict]) -> list[dict]:
+    """One row per (predictor, outcome, attack kind): n cells, ρ, CI."""
+    rows = [row(r) for r in results]
+    out = []
+    for attack in sorted({r["attack"].split()[0] for r in rows}):
+        sub = [r for r in rows if r["attack"].split()[0] == attack]
+        for outcome in OUTCOMES:
+            for pred in PREDICTORS:
+                pairs = [(r[pred], r[outcome]) for r in sub if r[pred] is not None and r[outcome] is not None]
+                if len(pairs) < MIN_CELLS:
+                    continue
+                x, y = map(np.array, zip(*pairs, strict=True))
+                rho, lo, hi = spearman_ci(x, y)
+                out.append({"attack": attack, "outcome": outcome, "predictor": pred, "n": len(pairs),
+                            "rho": round(rho, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)})
+    return out
+
+
+def _scatter(rows: list[dict], outcome: str, predictors: list[str]):  # -> matplotlib Figure
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    cols = min(4, len(predictors))
+    lines = -(-len(predictors) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * lines), layout="constrained")
+    methods = sorted({r["method"] for r in rows})
+    for k, pred in enumerate(predictors):
+        ax = fig.add_subplot(lines, cols, k + 1)
+        for j, m in enumerate(methods):
+            pts = [(r[pred], r[outcome]) for r in rows if r["method"] == m and r[pred] is not None
+                   and r[outcome] is not None]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), s=14, label=m, color=f"C{j % 10}")
+        ax.set_xlabel(pred, fontsize=8)
+        ax.set_ylabel(outcome, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if methods:
+        fig.legend(*fig.axes[0].get_legend_handles_labels(), fontsize=7, loc="outside lower center",
+                   ncols=min(6, len(methods)))
+    return fig
+
+
+def sections(results: list[dict]) -> list[Section]:
+    """The report's theory section: the study table, the cells, and one scatter figure per attack and outcome."""
+    if not results:
+        return []
+    table = study(results)
+    cells = [row(r) for r in results]
+    lines = ["Spearman ρ of each predictor against the measured outcome across the stored theory cells "
+             f"(95% percentile bootstrap CI over cells, {N_BOOT} resamples; at least {MIN_CELLS} cells). "
+             "ASR: higher = less robust to the backdoor; ΔCACC: poisoned minus clean accuracy of the same seed. "
+             "A CI that covers 0 means the predictor does not rank the configurations.", ""]
+    strong = [r for r in table if r["ci_low"] > 0 or r["ci_high"] < 0]
+    lines.append(f"{len(strong)} of {len(table)} predictor/outcome pairs have a CI that excludes 0"
+                 + (": " + "; ".join(f"{r['predictor']} vs {r['outcome']} ({r['attack']}) ρ={r['rho']:+.2f} "
+                                     f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" for r in strong) if strong else "."))
+    figures = {}
+    for attack in sorted({r["attack"].split()[0] for r in cells}):
+        sub = [r for r in cells if r["attack"].split()[0] == attack]
+        for outcome in OUTCOMES:
+            preds = [p for p in PREDICTORS if any(r[p] is not None and r[outcome] is not None for r in sub)]
+            if preds:
+                figures[f"theory_{attack}_{'asr' if outcome == 'ASR' else 'dcacc'}"] = _scatter(sub, outcome, preds)
+    return [Section(title="Theory: do eNTK, M_Δ and entropy proxies predict measured robustness?",
+                    text="\n".join(lines), tables={"theory_predictors": table, "theory_cells": cells},
+                    figures=figures)]
