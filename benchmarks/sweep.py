@@ -1,0 +1,106 @@
+"""Sweep benchmarks (issue 16): parallel speed-up on one machine, and what a resume costs on a big store.
+
+    python benchmarks/sweep.py [--out FILE]
+
+1. Speed-up: one 8-cell tiny-bert grid (4 clean + 4 label-flip cells) computed from scratch with
+   `--workers 2 --threads-per-worker 1` and with `--workers 1 --threads-per-worker 2`, alternating, in one run:
+   wall time of the whole `lorasec sweep` command (worker start-up included), median over repeats, and the ratio.
+2. Resume cost: a store holding 1,000 cells (cheap rows with the grid's real keys), then `lorasec sweep --dry-run`
+   and a resume with nothing to do, each timed as the user sees it (a fresh `lorasec` process).
+Run it on a quiet machine: another job using the cores changes both figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from lorasec.grid import load_grid
+from lorasec.store import config_key, open_store, save
+
+SPEEDUP_GRID = {
+    "base": {
+        "model": {"name": "tiny-bert", "hidden_size": 128, "layers": 2, "heads": 2},
+        "data": {"name": "tweets", "max_train": 640, "max_test": 320},
+        "method": {"kind": "full"},
+        "attack": {"kind": "label_flip", "rate": 0.2},
+        "train": {"steps": 60, "batch_size": 16, "max_length": 64},
+        "eval": {"batch_size": 64, "max_length": 64},
+    },
+    "axes": {"seed": 2, "method": [{"kind": "full"}, {"kind": "lora", "rank": 8}]},
+}
+RESUME_GRID = {"base": {**SPEEDUP_GRID["base"], "attack": {"kind": "none"}}, "axes": {"seed": 1000}}
+
+
+def lorasec(*args: str) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lorasec.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    if proc.returncode != 0:
+        raise SystemExit(f"lorasec {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def speedup(tmp: Path, repeats: int) -> list[str]:
+    grid = tmp / "speedup.yaml"
+    grid.write_text(yaml.safe_dump(SPEEDUP_GRID))
+    variants = {"2 workers x 1 thread": ("--workers", "2", "--threads-per-worker", "1"),
+                "1 worker x 2 threads": ("--workers", "1", "--threads-per-worker", "2")}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(repeats):
+        for name, flags in variants.items():
+            store = tmp / f"s_{r}_{flags[1]}.db"
+            times[name].append(lorasec("sweep", str(grid), "--store", str(store), *flags))
+            print(f"  {name}: {times[name][-1]:.1f} s", flush=True)
+    med = {v: statistics.median(t) for v, t in times.items()}
+    ratio = med["1 worker x 2 threads"] / med["2 workers x 1 thread"]
+    rows = [f"| {v} | {med[v]:.1f} | {min(t):.1f}-{max(t):.1f} |" for v, t in times.items()]
+    return ["| variant (8 cells: 4 clean + 4 label flip, tiny-bert h128, 60 steps) | median s | range s |",
+            "|---|---|---|", *rows, "",
+            f"**Speed-up of 2x1 over 1x2: {ratio:.2f}x** (target >= 1.6x: {'met' if ratio >= 1.6 else 'missed'})"]
+
+
+def resume(tmp: Path, repeats: int) -> list[str]:
+    grid = tmp / "resume.yaml"
+    grid.write_text(yaml.safe_dump(RESUME_GRID))
+    store = tmp / "resume.db"
+    con = open_store(store)
+    for cfg in load_grid(grid):
+        save(con, {"key": config_key(cfg), "label": cfg.label(), "config": cfg.model_dump(mode="json"),
+                   "metrics": {"clean": {"accuracy": 0.5}}})
+    con.close()
+    dry = [lorasec("sweep", str(grid), "--store", str(store), "--dry-run") for _ in range(repeats)]
+    noop = [lorasec("sweep", str(grid), "--store", str(store)) for _ in range(repeats)]
+    ok = max(statistics.median(dry), statistics.median(noop)) < 2
+    return ["| 1,000 cells stored | median s | range s |", "|---|---|---|",
+            f"| `lorasec sweep --dry-run` | {statistics.median(dry):.2f} | {min(dry):.2f}-{max(dry):.2f} |",
+            f"| resume with nothing to do | {statistics.median(noop):.2f} | {min(noop):.2f}-{max(noop):.2f} |", "",
+            f"Target < 2 s each: {'met' if ok else 'missed'}"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        lines = [f"Machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; "
+                 f"command: `python benchmarks/sweep.py --repeats {args.repeats}`", ""]
+        lines += resume(tmp, args.repeats) + [""] + speedup(tmp, args.repeats)
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
