@@ -103,7 +103,11 @@ def work(raw: dict, threads: int, env: dict[str, str]) -> dict:
     """Run one cell from its config dump; returns {"record": ...} or {"error": one line}."""
     os.environ.update(env)
     limit_threads(threads)
+    import transformers
+
     from lorasec.audit import execute
+
+    transformers.utils.logging.disable_progress_bar()  # a worker's bars would interleave in the driver's log
 
     try:
         return {"record": execute(parse_config(raw), progress=False).record}
@@ -287,11 +291,12 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
                 pending.remove(c)
                 fail(c, f"its clean baseline failed: {summary.failed[c.needs]}")  # type: ignore[index]
             slots = workers - len(in_flight)
+            held = db.held_elsewhere(con, owner) if slots > 0 else set()
             for c in list(pending):
                 if slots <= 0:
                     break
-                if c.needs is not None and c.needs not in done:
-                    continue  # its baseline is still to come (here or in another sweep)
+                if c.key in held or (c.needs is not None and c.needs not in done):
+                    continue  # another sweep computes it, or its baseline is still to come
                 if not db.claim(con, c.key, owner, lease_s):
                     continue  # another sweep holds it; look again later
                 if pool is None:
