@@ -87,7 +87,8 @@ def m_delta_table() -> list[str]:
         s = [m_delta_summary(a.detach().double().numpy(), 16 / r) for a in lora_a_matrices(model).values()]
         ns = sorted({x["n"] for x in s})
         lines.append(f"| {r} | {len(s)} | {'/'.join(map(str, ns))} | {r / (3 * 384) - 1:.3f} | "
-                     f"{np.mean([x['mean'] for x in s if x['n'] == 384]):.3f} | {(1 + (r / 384) ** 0.5) ** 2 / 3 - 1:.3f} | "
+                     f"{np.mean([x['mean'] for x in s if x['n'] == 384]):.3f} | "
+                     f"{(1 + (r / 384) ** 0.5) ** 2 / 3 - 1:.3f} | "
                      f"{np.mean([x['max'] for x in s]):.3f} | {max(x['max'] for x in s):.3f} | "
                      f"{sum(x['nsd'] for x in s)}/{len(s)} | {sum(x['nsd_scaled'] for x in s)}/{len(s)} |")
     return lines

@@ -316,7 +316,7 @@ def test_theory_config_errors_name_the_field():
 
 def test_spearman_with_bootstrap_ci():
     x = np.arange(12.0)
-    assert spearman_ci(x, 3 * x + 1) == (1.0, 1.0, 1.0)
+    assert spearman_ci(x, 3 * x + 1) == pytest.approx((1.0, 1.0, 1.0))
     assert spearman_ci(x, -np.exp(x))[0] == pytest.approx(-1)
     rng = np.random.default_rng(1)
     y = x + rng.normal(0, 4, 12)
@@ -338,3 +338,11 @@ def test_report_section_from_real_cells(theory_result):
     assert "Spearman" in sec.text and sec.tables["theory_cells"][2]["method"] == "full"
     assert set(sec.figures) == {"theory_prefix_asr", "theory_prefix_dcacc"}
     json.dumps(sec.tables, allow_nan=False)
+    from rich.console import Console
+
+    from lorasec.tasks.theory.table import theory_table
+
+    console = Console(width=300, record=True)
+    console.print(theory_table(rows))
+    text = console.export_text()
+    assert "lora r=4" in text and "full" in text and text.count("prefix 0.05") == 4
