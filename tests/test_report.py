@@ -199,6 +199,15 @@ def test_verdict_and_claim_follow_the_interval():
     assert verdict(stats([0.3]), True, "LoRA", "a", "b") == "n=1: no verdict"
     assert claim_status(down, -1) == "holds" and claim_status(up, -1) == "fails"
     assert claim_status(flat, -1) == "not shown" and claim_status(up, None) == ""
+    # the demo's LoRA - full backdoor differences over seeds 1-3: the percentile bootstrap excludes 0 (all three
+    # share a sign), Student's t interval does not, so there is no verdict
+    demo = stats([-0.823, -0.077, -0.002])
+    assert demo.hi < 0 and demo.t_lo < 0 < demo.t_hi
+    assert verdict(demo, False, "LoRA", "more robust", "less robust") == "no difference detected"
+    from scipy import stats as sps
+
+    ref = sps.ttest_1samp([-0.823, -0.077, -0.002], 0).confidence_interval(0.95)
+    assert (demo.t_lo, demo.t_hi) == pytest.approx((ref.low, ref.high))
 
 
 def test_one_seed_store_says_n1_and_draws_no_verdict(real_store, tmp_path):

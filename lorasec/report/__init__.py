@@ -77,9 +77,11 @@ def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]
             "of seeds. *std* is the sample standard deviation (ddof=1); the interval is the 95% percentile "
             f"bootstrap of the mean over seeds ({N_BOOT} resamples, fixed seed, so the same store gives the same "
             f"report). A comparison pairs two methods on the same data, attack and seed and summarises the "
-            f"per-seed differences the same way; a verdict needs n ≥ {MIN_SEEDS} and a {CI_LEVEL:.0%} interval "
-            "that excludes 0, else it reads *no difference detected* (or says why there is none). With few seeds "
-            "the bootstrap interval is narrow: read verdicts at n < 5 as indicative.\n\n"
+            f"per-seed differences the same way; a verdict needs n ≥ {MIN_SEEDS} and both the {CI_LEVEL:.0%} "
+            "bootstrap interval and Student's t interval (the paired t-test) to exclude 0, else it reads *no "
+            "difference detected* (or says why there is none). With 3-5 seeds the percentile bootstrap alone is "
+            "too narrow (at n = 3 it excludes 0 whenever all three differences share a sign), which is why the t "
+            "interval is required too.\n\n"
             "Every row lists the cells behind it (expand *cells*); `lorasec show KEY` prints one cell.")
     return Section("Overview", text)
 

@@ -16,6 +16,7 @@ from lorasec.tasks.evidence import (
     Group,
     claim_status,
     describe,
+    difference_columns,
     flatten,
     groups,
     is_reference,
@@ -141,7 +142,7 @@ def comparison_rows(rows: list[dict]) -> tuple[list[dict], list[Comparison]]:
                 "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
                 "metric": metric,
                 "n": c.stats.n,
-                **stat_columns("difference", c.stats),
+                **difference_columns(c.stats),
                 "verdict": verdict(c.stats, hib, subject, better, worse),
                 "paper claim": f"{claim} ({PAPER})" if claimed else "",
                 "claim": claim_status(c.stats, claimed),
@@ -321,7 +322,8 @@ def sections(rows: list[dict]) -> list[Section]:
     n_seeds = sorted({len(g.rows) for g in gs})
     verdict_text = (
         "Each row compares a method with full fine-tuning on the same data, attack and seed (paired by seed), "
-        "then summarises the per-seed differences: mean, std and 95% bootstrap CI. "
+        "then summarises the per-seed differences: mean, std, 95% bootstrap CI and Student's t CI "
+        "(a verdict needs both to exclude 0). "
         "Under label flip the metric is ΔCACC, the drop in clean accuracy from the same method's clean baseline "
         "(higher = more robust); under a backdoor it is the attack success rate minus the clean baseline's "
         "no-trigger rate of predicting the target (lower = more robust). "

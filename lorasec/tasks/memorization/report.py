@@ -20,6 +20,7 @@ from lorasec.tasks.evidence import (
     Group,
     claim_status,
     describe,
+    difference_columns,
     direction,
     flatten,
     groups,
@@ -134,7 +135,7 @@ def comparison_rows(rows: list[dict]) -> list[dict]:
                 "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
                 "metric": metric,
                 "n": c.stats.n,
-                **stat_columns("difference", c.stats),
+                **difference_columns(c.stats),
                 "verdict": verdict(c.stats, hib, subject, better, worse),
                 "paper claim": f"{claim} ({PAPER})" if claimed else "",
                 "claim": claim_status(c.stats, claimed),
@@ -334,7 +335,9 @@ def sections(rows: list[dict]) -> list[Section]:
                       if r["model"].get("origin")})
     text = (
         "Each row compares a method with full fine-tuning on the same model, corpus and seed (paired by seed): "
-        "mean, std and 95% bootstrap CI of the per-seed differences. Leakage is lower-is-better. "
+        "mean, std, 95% bootstrap CI "
+        "and Student's t CI of the per-seed differences (a verdict needs both to exclude 0). "
+        "Leakage is lower-is-better. "
         f"`{PAPER}` claims LoRA **leaks less** than full fine-tuning and that its memorization is driven less by "
         "duplication; the SPEC lists no headline numbers for this paper, so there is no paper-number column. "
         "*matched utility* says whether the two methods reach the same held-out perplexity: a method that leaks "
