@@ -25,7 +25,7 @@ from lorasec import store as db
 from lorasec.audit import attach_baseline, baseline_of
 from lorasec.config import TaskConfig
 from lorasec.errors import InputError
-from lorasec.tasks import parse_config
+from lorasec.tasks import SHIPPED, TASKS, Task, parse_config
 
 EXECUTORS = ("local", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -99,10 +99,26 @@ def limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def work(raw: dict, threads: int, env: dict[str, str]) -> dict:
+RuntimeTasks = dict[str, tuple[Any, Any, tuple[str, ...]]]  # name -> (config class, pipeline, stages)
+
+
+def runtime_tasks() -> RuntimeTasks:
+    """Tasks registered at run time (not by importing lorasec.tasks): a worker registers them too. Only what
+    running a cell needs travels; baselines, checks and tables stay with the driver."""
+    return {n: (t.config, t.pipeline, t.stages) for n in TASKS.names() if n not in SHIPPED for t in [TASKS.get(n)]}
+
+
+def _no_table(rows: list[dict]) -> Any:
+    raise NotImplementedError("a worker only runs cells")
+
+
+def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | None = None) -> dict:
     """Run one cell from its config dump; returns {"record": ...} or {"error": one line}."""
     os.environ.update(env)
     limit_threads(threads)
+    for name, (config, pipeline, stages) in (tasks or {}).items():
+        if name not in TASKS:
+            TASKS.add(name, Task(name=name, config=config, pipeline=pipeline, stages=stages, table=_no_table))
     import transformers
 
     from lorasec.audit import execute
@@ -127,8 +143,8 @@ class LocalPool:
         return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=limit_threads,
                                       initargs=(self.threads,))
 
-    def submit(self, raw: dict, env: dict[str, str]) -> Any:
-        return self._pool.submit(work, raw, self.threads, env)
+    def submit(self, raw: dict, env: dict[str, str], tasks: RuntimeTasks) -> Any:
+        return self._pool.submit(work, raw, self.threads, env, tasks)
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict]]:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -138,6 +154,8 @@ class LocalPool:
                 out.append((h, h.result()))
             except cf.process.BrokenProcessPool:
                 out.append((h, {"error": "worker process died (killed or out of memory)"}))
+            except Exception as e:  # noqa: BLE001  (e.g. a runtime task whose pipeline cannot be pickled)
+                out.append((h, {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}))
         if any("worker process died" in o.get("error", "") for _, o in out):
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._start()
@@ -166,8 +184,8 @@ class RayPool:
         self.threads = threads
         self._remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(work)
 
-    def submit(self, raw: dict, env: dict[str, str]) -> Any:
-        return self._remote.remote(raw, self.threads, env)
+    def submit(self, raw: dict, env: dict[str, str], tasks: RuntimeTasks) -> Any:
+        return self._remote.remote(raw, self.threads, env, tasks)
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict]]:
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
@@ -278,6 +296,7 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
             return summary
         reporter = Reporter(len(cells), summary.reused, progress)
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        tasks = runtime_tasks()
         in_flight: dict[Any, Cell] = {}
         failed_here: set[str] = set()
         last_renew = time.monotonic()
@@ -302,7 +321,7 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
                 if pool is None:
                     pool = LocalPool(workers, threads) if executor == "local" else RayPool(workers, threads,
                                                                                             address, gpus)
-                in_flight[pool.submit(c.cfg.model_dump(mode="json"), env)] = c
+                in_flight[pool.submit(c.cfg.model_dump(mode="json"), env, tasks)] = c
                 pending.remove(c)
                 slots -= 1
             if not in_flight:

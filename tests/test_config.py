@@ -75,6 +75,8 @@ def test_every_shipped_config_validates():
 
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         raw = load_yaml(path)
-        cells = load_grid(path) if "axes" in raw else [load_config(path)]
-        expected = np.prod([len(v) for v in raw["axes"].values()]) if "axes" in raw else 1
+        cells = load_grid(path) if "axes" in raw or "zip" in raw else [load_config(path)]
+        sizes = [v if k == "seed" and isinstance(v, int) else len(v) for k, v in (raw.get("axes") or {}).items()]
+        sizes += [len(members) for members in (raw.get("zip") or {}).values()]
+        expected = int(np.prod(sizes)) if "axes" in raw or "zip" in raw else 1
         assert len(cells) == expected, path

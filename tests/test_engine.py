@@ -80,15 +80,21 @@ def test_lorasec_run_stays_the_function_whatever_is_imported():
     assert out.startswith("<function run at ")
 
 
-def test_validate_imports_neither_torch_nor_transformers():
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "lorasec.cli", "validate",
-                          str(ROOT / "configs" / "example.yaml")], capture_output=True, text=True, cwd=ROOT)
+def test_reading_a_config_imports_neither_torch_nor_transformers():
+    """The schema layer is light: parsing and expanding configs (what `sweep --dry-run` and the report need)
+    imports no ML stack. `validate` does import torch and transformers since issue 19: it builds the real model
+    on the meta device (no weights) to check target modules, ranks and positions."""
+    code = ("import sys; from lorasec.tasks import load_config; from lorasec.grid import load_grid; "
+            f"load_config({str(ROOT / 'configs' / 'example.yaml')!r}); "
+            f"load_grid({str(ROOT / 'configs' / 'demo_seeds.yaml')!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'transformers', 'peft', 'accelerate', 'sklearn')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("ok: lora(r=8) / rare_word(0.01) on movie-reviews")
-    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
-    assert "lorasec.data" in imported  # the check really loaded the data
-    heavy = {m for m in imported if m.split(".")[0] in ("torch", "transformers", "peft", "accelerate", "sklearn")}
-    assert heavy == set()
+    assert res.stdout.strip() == "[]"
+    ok = subprocess.run([sys.executable, "-m", "lorasec.cli", "validate", str(ROOT / "configs" / "example.yaml")],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: lora(r=8) / rare_word(0.01) on movie-reviews")
 
 
 def test_memorization_train_block_completes_from_the_memorization_defaults():

@@ -15,6 +15,7 @@ from lorasec.errors import InputError
 from lorasec.tasks import classification, memorization, theory  # noqa: F401  (register)
 from lorasec.tasks.base import TASKS, Task, TaskOutput
 
+SHIPPED = tuple(TASKS.names())  # registered by importing this package; others are registered at run time
 DEFAULT_TASK = "classification"  # a config without `task:` is a classification cell
 
 
@@ -62,4 +63,4 @@ def task_of(cfg: TaskConfig) -> Task:
     return TASKS.get(cfg.task)  # type: ignore[attr-defined]
 
 
-__all__ = ["TASKS", "Task", "TaskOutput", "config_union", "load_config", "parse_config", "task_of"]
+__all__ = ["SHIPPED", "TASKS", "Task", "TaskOutput", "config_union", "load_config", "parse_config", "task_of"]
