@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -51,15 +52,18 @@ def toy() -> TextDataset:
     return toy_dataset(200)
 
 
+TINY_CFG = {  # a whole experiment that trains in about a second: tiny BERT on a slice of the real tweets data
+    "seed": 3,
+    "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
+    "data": {"name": "tweets", "max_train": 160, "max_test": 80},
+    "method": {"kind": "lora", "rank": 4},
+    "attack": {"kind": "prefix", "rate": 0.05, "trigger": "cf", "target": 1},
+    "train": {"steps": 8, "batch_size": 8, "max_length": 48},
+    "eval": {"batch_size": 32, "max_length": 48},
+}
+
+
 @pytest.fixture
 def tiny_cfg() -> dict:
-    """A whole experiment that trains in about a second: tiny BERT on a slice of the real tweets data."""
-    return {
-        "seed": 3,
-        "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
-        "data": {"name": "tweets", "max_train": 160, "max_test": 80},
-        "method": {"kind": "lora", "rank": 4},
-        "attack": {"kind": "prefix", "rate": 0.05, "trigger": "cf", "target": 1},
-        "train": {"steps": 8, "batch_size": 8, "max_length": 48},
-        "eval": {"batch_size": 32, "max_length": 48},
-    }
+    """TINY_CFG, a fresh copy per test."""
+    return copy.deepcopy(TINY_CFG)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_CFG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,15 +27,7 @@ from lorasec.errors import Diverged, InputError
 from lorasec.store import check_store, open_store, results, save
 from lorasec.tasks import parse_config
 
-TINY = {  # tests/conftest.py's tiny_cfg: tiny BERT on a slice of the tweets data
-    "seed": 3,
-    "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
-    "data": {"name": "tweets", "max_train": 160, "max_test": 80},
-    "method": {"kind": "lora", "rank": 4},
-    "attack": {"kind": "prefix", "rate": 0.05, "trigger": "cf", "target": 1},
-    "train": {"steps": 8, "batch_size": 8, "max_length": 48},
-    "eval": {"batch_size": 32, "max_length": 48},
-}
+TINY = TINY_CFG  # read only: cases copy what they change
 
 WORDS = "the whale ship sea captain ahab white hunt boat crew long voyage ocean storm harpoon deck".split()
 

@@ -3,11 +3,13 @@ the theory task cell end to end (recomputable from what it stores), and the pred
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CFG
 
 import lorasec
 from lorasec.config import FullMethod, LoraMethod, TinyBert
@@ -210,14 +212,7 @@ def test_spectral_numbers_against_hand_cases():
 
 
 def tiny_theory(**over) -> dict:
-    cell = {
-        "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
-        "data": {"name": "tweets", "max_train": 160, "max_test": 80},
-        "method": {"kind": "lora", "rank": 4},
-        "attack": {"kind": "prefix", "rate": 0.05, "trigger": "cf", "target": 1},
-        "train": {"steps": 8, "batch_size": 8, "max_length": 48},
-        "eval": {"batch_size": 32, "max_length": 48},
-    }
+    cell = {k: copy.deepcopy(v) for k, v in TINY_CFG.items() if k != "seed"}
     cell |= over.pop("cell", {})
     return {"task": "theory", "seed": 3, "cell": cell, "probes": {"n_pairs": 4, "n_clean_train": 4, "n_test": 4}} | over
 

@@ -69,6 +69,22 @@ def mean_band(ax, xs: Sequence[float], ss: Sequence[Stats], label: str, i: int) 
         ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, linewidth=0)
 
 
+def loss_band(ax, curves: Sequence[Sequence[float]], label: str, i: int) -> None:
+    """Training-loss curves of one series: their mean over seeds, and a min-max band when there are several."""
+    if not curves:
+        return
+    import numpy as np
+
+    t = min(len(c) for c in curves)
+    arr = np.array([c[:t] for c in curves], dtype=float)
+    st = series_style(i)
+    steps = np.arange(1, t + 1)
+    ax.plot(steps, arr.mean(0), color=st["color"], linestyle=st["linestyle"], linewidth=1.2,
+            label=f"{label} (n={len(curves)})")
+    if len(curves) > 1:
+        ax.fill_between(steps, arr.min(0), arr.max(0), color=st["color"], alpha=0.12, linewidth=0)
+
+
 def reference_band(ax, s: Stats, label: str) -> None:
     """The reference method (e.g. full fine-tuning) as a horizontal line with its 95% CI band."""
     if s.mean is None:

@@ -28,7 +28,7 @@ from lorasec.tasks.evidence import (
     varying,
     verdict,
 )
-from lorasec.tasks.plots import finish, mean_band, panels, reference_band, series_style, style
+from lorasec.tasks.plots import finish, loss_band, mean_band, panels, reference_band, style
 
 PAPER = "paper 1 (arXiv 2505.12871)"
 # The shared SPEC's headline numbers (BERT-large, mean over seeds): (dataset, attack, rate) -> metric, full, LoRA.
@@ -258,7 +258,6 @@ def vs_lora_field_figure(gs: list[Group], shown: list[str], fields: list[str], f
 
 def loss_figure(gs: list[Group], shown: list[str], fields: list[str]):
     """Mean training loss per step over seeds, one series per method, one panel per attack setting."""
-    import numpy as np
 
     by_panel: dict[str, list[Group]] = {}
     for g in gs:
@@ -267,17 +266,8 @@ def loss_figure(gs: list[Group], shown: list[str], fields: list[str]):
         fig, axes = panels(len(by_panel))
         for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
             for i, (label, mg) in enumerate(_by_method(pg, shown).items()):
-                curves = [r["train"]["losses"] for g in mg for r in g.rows if r.get("train", {}).get("losses")]
-                if not curves:
-                    continue
-                t = min(len(c) for c in curves)
-                arr = np.array([c[:t] for c in curves], dtype=float)
-                st = series_style(i)
-                steps = np.arange(1, t + 1)
-                ax.plot(steps, arr.mean(0), color=st["color"], linestyle=st["linestyle"], linewidth=1.2,
-                        label=f"{label} (n={len(curves)})")
-                if len(curves) > 1:
-                    ax.fill_between(steps, arr.min(0), arr.max(0), color=st["color"], alpha=0.12, linewidth=0)
+                loss_band(ax, [r["train"]["losses"] for g in mg for r in g.rows if r.get("train", {}).get("losses")],
+                          label, i)
             finish(ax, title, "optimizer step", "training loss")
     return fig
 

@@ -36,7 +36,7 @@ from lorasec.tasks.evidence import (
     varying,
     verdict,
 )
-from lorasec.tasks.plots import finish, mean_band, panels, series_style, style
+from lorasec.tasks.plots import finish, loss_band, mean_band, panels, series_style, style
 
 PAPER = "paper 2 (arXiv 2506.20856)"
 MIA_SCORES = ("loss", "reference", "zlib", "min_k", "min_k_plus_plus")
@@ -306,17 +306,8 @@ def loss_figure(gs: list[Group], shown: list[str], ctx: list[str]) -> Any:
     with style():
         fig, (ax,) = panels(1, width=4.8)
         for i, g in enumerate(gs):
-            curves = [r["train"]["losses"] for r in g.rows if r.get("train", {}).get("losses")]
-            if not curves:
-                continue
-            t = min(len(c) for c in curves)
-            arr = np.array([c[:t] for c in curves], dtype=float)
-            st = series_style(i)
-            steps = np.arange(1, t + 1)
-            ax.plot(steps, arr.mean(0), color=st["color"], linestyle=st["linestyle"], linewidth=1.2,
-                    label=f"{_label(g, shown, ctx)} (n={len(curves)})")
-            if len(curves) > 1:
-                ax.fill_between(steps, arr.min(0), arr.max(0), color=st["color"], alpha=0.12, linewidth=0)
+            loss_band(ax, [r["train"]["losses"] for r in g.rows if r.get("train", {}).get("losses")],
+                      _label(g, shown, ctx), i)
         finish(ax, "training loss", "optimizer step", "next-token loss")
     return fig
 
