@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -334,7 +335,7 @@ def test_html_in_headless_chromium(real_store, tmp_path):
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
         pwned = page.evaluate("typeof window.pwned")
         body = page.inner_text("body")
-        page.screenshot(path="/tmp/lorasec_report.png", full_page=True)
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "lorasec_report.png"), full_page=True)  # for a human
         browser.close()
     assert [c for c in console if c.startswith(("error", "warning"))] == [] and errors == []
     assert requests == [page_path.as_uri()]  # the page itself and nothing else
