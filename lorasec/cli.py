@@ -73,7 +73,7 @@ def run(config: Annotated[Path, typer.Argument(help="experiment YAML")], store: 
 def _sweep(spec: Path, store: Path, workers: int | None, threads: int | None, executor: str, address: str | None,
            gpus: float, dry_run: bool) -> None:
     from lorasec.grid import load_grid
-    from lorasec.store import check_store, failures, open_store, results
+    from lorasec.store import check_store, failures, load, open_store, stored_keys
     from lorasec.sweep import status, sweep
 
     cells = load_grid(spec)
@@ -88,17 +88,18 @@ def _sweep(spec: Path, store: Path, workers: int | None, threads: int | None, ex
         return
     from lorasec.tasks import task_of
 
-    for c in status(cells, store).todo:  # what validate refuses, a sweep refuses before computing anything
+    st = status(cells, store)
+    for c in st.todo:  # what validate refuses, a sweep refuses before computing anything
         task_of(c.cfg).check(c.cfg)  # per cell: a check may read the seed (memorization draws its canaries)
     summary = sweep(cells, store, workers=workers, threads=threads, executor=executor, address=address, gpus=gpus)
     con = open_store(store)
     try:
-        keys = {c.key for c in status(cells, store).cells}
-        rows = [r for r in results(con) if r["key"] in keys]
-        if len(rows) <= 60:
-            _print_results(rows, store)
+        done = stored_keys(con)
+        keys = [c.key for c in st.cells if c.key in done]
+        if len(keys) <= 60:  # only the rows shown are read: a row holds every per-sample output
+            _print_results([load(con, k) for k in keys], store)
         else:
-            console.print(f"{len(rows)} results stored in {store.resolve()}: `lorasec show` or `lorasec report`")
+            console.print(f"{len(keys)} results stored in {store.resolve()}: `lorasec show` or `lorasec report`")
         failed = [f for f in failures(con) if f["key"] in summary.failed]
     finally:
         con.close()

@@ -132,18 +132,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     # stores that are not lorasec stores
     text("zero.db", b"")
     text("text.db", "id,result\n1,ok\n")
-    other = d / "other.db"
-    con = sqlite3.connect(other)
-    con.execute("CREATE TABLE users (name TEXT)")
-    con.commit()
-    con.close()
-    f["other.db"] = other
-    runs = d / "runs_other.db"
-    con = sqlite3.connect(runs)
-    con.execute("CREATE TABLE runs (id INTEGER, blob BLOB)")
-    con.commit()
-    con.close()
-    f["runs_other.db"] = runs
+    def sqlite_file(name: str, schema: str) -> None:  # a real SQLite file of another schema
+        con = sqlite3.connect(d / name)
+        con.execute(schema)
+        con.commit()
+        con.close()
+        f[name] = d / name
+
+    sqlite_file("other.db", "CREATE TABLE users (name TEXT)")
+    sqlite_file("runs_other.db", "CREATE TABLE runs (id INTEGER, blob BLOB)")
     text("corrupt.db", b"SQLite format 3\x00" + b"\x00\xff" * 300)
     (d / "store_dir").mkdir()
     f["store_dir"] = d / "store_dir"

@@ -267,6 +267,33 @@ def claim_status(s: Stats, claimed: int | None) -> str:
     return "not shown" if d == 0 else "holds" if d == claimed else "fails"
 
 
+def subject_of(c: Comparison) -> str:
+    """How a finding names the treated method: "LoRA", "head-only", ..."""
+    kind = c.treated.get("method.kind")
+    return SUBJECT.get(kind, str(kind))
+
+
+def finding_columns(c: Comparison, shown: list[str], metric: str, higher_is_better: bool, better: str, worse: str,
+                    claim: str, claim_sign: int | None, paper: str) -> dict[str, Any]:
+    """The columns every task's findings share: the comparison, its paired difference with both intervals, the
+    verdict, and the paper's claim (made about LoRA) with whether our interval shows it."""
+    claimed = claim_sign if c.treated.get("method.kind") == "lora" else None
+    return {
+        "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
+        "metric": metric,
+        "n": c.stats.n,
+        **difference_columns(c.stats),
+        "verdict": verdict(c.stats, higher_is_better, subject_of(c), better, worse),
+        "paper claim": f"{claim} ({paper})" if claimed else "",
+        "claim": claim_status(c.stats, claimed),
+    }
+
+
+def cell_columns(c: Comparison) -> dict[str, Any]:
+    """The seeds and cell keys behind a finding (`lorasec show KEY`)."""
+    return {"seeds": c.seeds, "cells": [k for pair in c.keys for k in pair]}
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     """Which points no other point beats on both axes (both lower is better), ties kept."""
     flags = []

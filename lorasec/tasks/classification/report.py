@@ -14,9 +14,9 @@ from lorasec.tasks.evidence import (
     SUBJECT,
     Comparison,
     Group,
-    claim_status,
+    cell_columns,
     describe,
-    difference_columns,
+    finding_columns,
     flatten,
     groups,
     is_reference,
@@ -26,7 +26,6 @@ from lorasec.tasks.evidence import (
     shown_fields,
     stat_columns,
     varying,
-    verdict,
 )
 from lorasec.tasks.plots import finish, loss_band, mean_band, panels, reference_band, style
 
@@ -132,23 +131,13 @@ def comparison_rows(rows: list[dict]) -> tuple[list[dict], list[Comparison]]:
         for c in sorted(paired(fam_rows, value, is_treatment, is_reference),
                         key=lambda c: (describe(c.context, ["attack.kind", "attack.rate"]), method_label(
                             c.treated, shown))):
-            kind = c.treated.get("method.kind")
-            subject = SUBJECT.get(kind, str(kind))
-            claimed = claim_sign if kind == "lora" else None
             attack = describe(c.context, ["attack.kind", "attack.rate"] + [f for f in c.context
                                                                            if f.startswith("attack.trigger")])
             out.append({
                 "setting": "; ".join(x for x in (attack, describe(c.context, ctx_fields)) if x),
-                "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
-                "metric": metric,
-                "n": c.stats.n,
-                **difference_columns(c.stats),
-                "verdict": verdict(c.stats, hib, subject, better, worse),
-                "paper claim": f"{claim} ({PAPER})" if claimed else "",
-                "claim": claim_status(c.stats, claimed),
-                "paper numbers": paper_match(c.context, kind),
-                "seeds": c.seeds,
-                "cells": [k for pair in c.keys for k in pair],
+                **finding_columns(c, shown, metric, hib, better, worse, claim, claim_sign, PAPER),
+                "paper numbers": paper_match(c.context, c.treated.get("method.kind")),
+                **cell_columns(c),
             })
             comps.append(c)
     return out, comps

@@ -16,12 +16,11 @@ import numpy as np
 from lorasec.tasks.base import Section
 from lorasec.tasks.evidence import (
     MIN_SEEDS,
-    SUBJECT,
     Group,
-    claim_status,
+    cell_columns,
     describe,
-    difference_columns,
     direction,
+    finding_columns,
     flatten,
     groups,
     is_reference,
@@ -33,8 +32,8 @@ from lorasec.tasks.evidence import (
     shown_fields,
     stat_columns,
     stats,
+    subject_of,
     varying,
-    verdict,
 )
 from lorasec.tasks.plots import finish, loss_band, mean_band, panels, series_style, style
 
@@ -125,24 +124,14 @@ def comparison_rows(rows: list[dict]) -> list[dict]:
     for metric, value, kind, claim_sign in FINDINGS:
         hib, better, worse, claim = WORDS[kind]
         for c in paired(rows, value, is_treatment, is_reference):
-            tk = c.treated.get("method.kind")
-            subject = SUBJECT.get(tk, str(tk))
-            claimed = claim_sign if tk == "lora" else None
             util = ppl.get((tuple(sorted(c.treated.items(), key=str)), tuple(sorted(c.reference.items(), key=str)),
                             describe(c.context, sorted(c.context))))
             out.append({
                 "setting": describe(c.context, ctx_fields) or "all cells",
-                "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
-                "metric": metric,
-                "n": c.stats.n,
-                **difference_columns(c.stats),
-                "verdict": verdict(c.stats, hib, subject, better, worse),
-                "paper claim": f"{claim} ({PAPER})" if claimed else "",
-                "claim": claim_status(c.stats, claimed),
-                "matched utility": _matched(direction(util.stats), util.stats.n, subject)
+                **finding_columns(c, shown, metric, hib, better, worse, claim, claim_sign, PAPER),
+                "matched utility": _matched(direction(util.stats), util.stats.n, subject_of(c))
                 if util and kind != "utility" else "",
-                "seeds": c.seeds,
-                "cells": [k for pair in c.keys for k in pair],
+                **cell_columns(c),
             })
     return out
 
