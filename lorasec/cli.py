@@ -74,8 +74,10 @@ def _sweep(spec: Path, store: Path, workers: int | None, threads: int | None, ex
            gpus: float, dry_run: bool) -> None:
     from lorasec.grid import load_grid
     from lorasec.store import check_store, failures, load, open_store, stored_keys
-    from lorasec.sweep import status, sweep
+    from lorasec.sweep import check_options, status, sweep
 
+    if not dry_run:
+        check_options(workers, threads, executor)
     cells = load_grid(spec)
     check_store(store, write=not dry_run)
     if dry_run:

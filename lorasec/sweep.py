@@ -236,6 +236,13 @@ def resolve_workers(workers: int | None, threads: int | None) -> tuple[int, int]
     return workers, threads
 
 
+def check_options(workers: int | None, threads: int | None, executor: str) -> tuple[int, int]:
+    """The sweep's own options, refused before any cell is read or checked; returns (workers, threads)."""
+    if executor not in EXECUTORS:
+        raise InputError(f"--executor: unknown executor {executor!r}. Known: {', '.join(EXECUTORS)}")
+    return resolve_workers(workers, threads)
+
+
 class Reporter:
     """One overall bar on a terminal; otherwise a plain line per finished cell (a log stays small)."""
 
@@ -273,9 +280,7 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
           lease_s: float = 600.0, poll_s: float = 0.5,
           on_result: Callable[[dict], None] | None = None) -> Summary:
     """Compute every missing cell of `cfgs` (and their clean baselines) into `store`; see the module doc."""
-    if executor not in EXECUTORS:
-        raise InputError(f"--executor: unknown executor {executor!r}. Known: {', '.join(EXECUTORS)}")
-    workers, threads = resolve_workers(workers, threads)
+    workers, threads = check_options(workers, threads, executor)
     cells = plan(cfgs)
     summary = Summary(total=len(cells))
     con = db.open_store(store)

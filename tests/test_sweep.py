@@ -239,3 +239,15 @@ def test_ray_executor_stores_the_same_metrics_as_the_local_pool(tmp_path):
     rows = list(results(con))
     con.close()
     assert all(r["environment"]["torch_threads"] == 1 for r in rows)
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (("--workers", "0"), "--workers: must be >= 1, got 0"),
+    (("--threads-per-worker", "0"), "--threads-per-worker: must be >= 1, got 0"),
+    (("--executor", "slurm"), "--executor: unknown executor 'slurm'. Known: local, ray"),
+])
+def test_a_bad_sweep_option_is_one_line_exit_2_and_nothing_written(tmp_path, flags, fragment):
+    store = tmp_path / "r.db"
+    proc = cli("sweep", str(grid_file(tmp_path, {"base": TINY, "axes": {"seed": 2}})), "--store", str(store), *flags)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"lorasec: {fragment}", proc.stderr
+    assert not store.exists()
