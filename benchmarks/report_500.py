@@ -1,6 +1,6 @@
 """Time `lorasec report` on a store of synthetic classification cells (default 500).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/report_500.py [N_CELLS]
+    python benchmarks/report_500.py [--cells N] [--quick] [--repeats R] [--out FILE]
 
 The cells are real configs (validated, keyed like stored ones) with random metrics, baselines, poisoned rows and
 300-step loss curves: 2 methods x 3 ranks-or-none x attacks (clean, label flip at 3 rates, prefix at 3 rates) x
@@ -69,16 +69,33 @@ def write_store(path: Path, rows: list[dict]) -> Path:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import Fragment, arguments, met, set_threads, spread
+
     from lorasec.report import report
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    ap = arguments(__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=500)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    n, repeats = (100, 1) if args.quick else (args.cells, args.repeats)
+    times, figs = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         store = write_store(Path(tmp) / "synthetic.db", synthetic_rows(n))
-        t0 = time.perf_counter()
-        main_file = report(store, Path(tmp) / "report")
-        dt = time.perf_counter() - t0
-        figs = len(list((main_file.parent / "figures").glob("*.png")))
-        print(f"lorasec report: {n} cells -> {figs} figures (png+svg), md + html in {dt:.1f} s")  # noqa: T201
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            main_file = report(store, Path(tmp) / f"report{r}")
+            times.append(time.perf_counter() - t0)
+            figs = len(list((main_file.parent / "figures").glob("*.png")))
+    frag = Fragment("report", "Report time (issue 17)", f"python benchmarks/report_500.py --cells {n}",
+                    quick=args.quick)
+    frag.text(f"`lorasec report` (md + html + {figs} figures as png and svg) on a store of {n} synthetic "
+              "classification cells: real configs keyed like stored ones, random metrics, baselines, poisoned rows "
+              "and 300-step loss curves (2 methods x ranks x clean / label flip at 3 rates / prefix at 3 rates x "
+              "seeds).")
+    frag.table(["cells", "median s (min-max)", "target", "met"],
+               [[n, spread(times), "< 30 s at 500 cells", met(max(times), 30, higher_is_better=False)]])
+    frag.write(args.out)
 
 
 if __name__ == "__main__":
