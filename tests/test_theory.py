@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from conftest import TINY_CFG
 
@@ -28,7 +29,7 @@ from lorasec.metrics.spectra import (
 )
 from lorasec.models.classifier import load_classifier
 from lorasec.tasks import parse_config
-from lorasec.tasks.theory.report import sections, spearman_ci, study
+from lorasec.tasks.theory.report import config_spearman_ci, config_study, sections, spearman_ci, study
 
 TINY = TinyBert(name="tiny-bert", hidden_size=32, layers=2, heads=2)
 
@@ -320,6 +321,41 @@ def test_spearman_with_bootstrap_ci():
     assert rho == pytest.approx(np.corrcoef(x, ranks)[0, 1])
     assert lo <= rho <= hi and lo < hi
     assert spearman_ci(x, np.ones(12)) == (0.0, 0.0, 0.0)
+
+
+def _fake_theory_result(rank: int, seed: int, asr: float, m: float) -> dict:
+    """The fields of a stored theory result the study reads (fixed numbers for checking its arithmetic)."""
+    return {"config": {"task": "theory", "seed": seed,
+                       "cell": {"method": {"kind": "lora", "rank": rank}, "seed": seed,
+                                "attack": {"kind": "prefix", "rate": 0.03}}},
+            "kernels": {"params": "trainable"},
+            "metrics": {"asr": asr, "delta_cacc": -asr / 10, "m_params": m}}
+
+
+def test_config_level_spearman_uses_seed_means_and_resamples_seeds_within_configurations():
+    rng = np.random.default_rng(3)
+    ranks, seeds = [4, 8, 16, 64, 256], [1, 2, 3]
+    results, per_cfg = [], {}
+    for k, r in enumerate(ranks):
+        for s_ in seeds:
+            asr, m = float(k + rng.normal(0, 0.3)), float(-k + rng.normal(0, 0.3))
+            results.append(_fake_theory_result(r, s_, asr, m))
+            per_cfg.setdefault(r, []).append((m, asr))
+    rows = {(t["predictor"], t["outcome"]): t for t in config_study(results)}
+    t = rows[("M (params)", "ASR")]
+    means = np.array([np.mean(v, axis=0) for v in per_cfg.values()])  # independent recomputation
+    assert t["configurations"] == 5 and t["seeds"] == "3"
+    assert t["rho"] == pytest.approx(round(float(scipy.stats.spearmanr(means[:, 0], means[:, 1]).statistic), 4))
+    assert t["rho"] == pytest.approx(-1.0) and t["ci_high"] < 0  # seed noise small against the spread
+    # with seed noise as large as the spread the interval must widen to cover 0
+    noisy = [(np.arange(3.0) + rng.normal(0, 50, 3), np.arange(3.0) + rng.normal(0, 50, 3)) for _ in range(5)]
+    rho, lo, hi = config_spearman_ci(noisy)
+    assert lo < 0 < hi and lo <= rho <= hi
+    # fewer than 4 configurations: no row; the section carries both tables
+    assert config_study([r for r in results if r["config"]["cell"]["method"]["rank"] < 16]) == []
+    (sec,) = sections(results)
+    assert "Across configurations" in sec.text and "by chance alone" in sec.text
+    assert len(sec.tables["theory_predictors_by_configuration"]) == len(sec.tables["theory_predictors"])
 
 
 def test_report_section_from_real_cells(theory_result):

@@ -1,9 +1,16 @@
 """The predictor study for `lorasec report`: does any theory quantity rank configurations the way measured
-robustness does? For each predictor and outcome (ASR, ΔCACC), Spearman ρ across the stored theory cells with a
-bootstrap CI (cells resampled with replacement), and a scatter plot. numpy, scipy, matplotlib only (no torch).
+robustness does? For each predictor and outcome (ASR, ΔCACC), Spearman ρ at two levels, and a scatter plot:
+
+- across configurations (the question asked): each configuration's mean over its seeds, ρ across configurations,
+  CI by resampling the seeds within each configuration (seeds are the replication unit);
+- across cells: every seed a point, CI by resampling cells.
+
+numpy, scipy, matplotlib only (no torch).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -33,6 +40,59 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, level: float
         return rho, rho, rho
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return rho, float(lo), float(hi)
+
+
+def config_spearman_ci(groups: list[tuple[np.ndarray, np.ndarray]], n_boot: int = N_BOOT, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """Spearman ρ across configurations of the per-configuration means (x, y over its seeds), and a percentile CI
+    from resampling each configuration's seeds with replacement (stratified bootstrap). Constant means: ρ = 0."""
+    mx = np.array([x.mean() for x, _ in groups])
+    my = np.array([y.mean() for _, y in groups])
+    if np.ptp(mx) == 0 or np.ptp(my) == 0:
+        return 0.0, 0.0, 0.0
+    rho = float(spearmanr(mx, my).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        picks = [rng.integers(0, len(x), len(x)) for x, _ in groups]
+        bx = np.array([x[i].mean() for (x, _), i in zip(groups, picks, strict=True)])
+        by = np.array([y[i].mean() for (_, y), i in zip(groups, picks, strict=True)])
+        if np.ptp(bx) > 0 and np.ptp(by) > 0:
+            boots.append(spearmanr(bx, by).statistic)
+    if not boots:
+        return rho, rho, rho
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return rho, float(lo), float(hi)
+
+
+def _configuration(result: dict) -> str:
+    """Everything of a theory cell's config but its seed (the cell's own seed follows it)."""
+    cfg = json.loads(json.dumps(result["config"]))
+    cfg.pop("seed", None)
+    cfg.get("cell", {}).pop("seed", None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def config_study(results: list[dict]) -> list[dict]:
+    """One row per (predictor, outcome, attack kind) across configurations: configurations, seeds, ρ, CI."""
+    rows = [row(r) | {"configuration": _configuration(r)} for r in results]
+    out = []
+    for attack in sorted({r["attack"].split()[0] for r in rows}):
+        sub = [r for r in rows if r["attack"].split()[0] == attack]
+        for outcome in OUTCOMES:
+            for pred in PREDICTORS:
+                by_cfg: dict[str, list[tuple[float, float]]] = {}
+                for r in sub:
+                    if r[pred] is not None and r[outcome] is not None:
+                        by_cfg.setdefault(r["configuration"], []).append((r[pred], r[outcome]))
+                if len(by_cfg) < MIN_CELLS:
+                    continue
+                groups = [tuple(map(np.array, zip(*pts, strict=True))) for pts in by_cfg.values()]
+                rho, lo, hi = config_spearman_ci(groups)  # type: ignore[arg-type]
+                out.append({"attack": attack, "outcome": outcome, "predictor": pred, "configurations": len(groups),
+                            "seeds": "-".join(sorted({str(len(g[0])) for g in groups})),
+                            "rho": round(rho, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)})
+    return out
 
 
 def study(results: list[dict]) -> list[dict]:
@@ -84,15 +144,26 @@ def sections(results: list[dict]) -> list[Section]:
     if not results:
         return []
     table = study(results)
+    by_config = config_study(results)
     cells = [row(r) for r in results]
-    lines = ["Spearman ρ of each predictor against the measured outcome across the stored theory cells "
-             f"(95% percentile bootstrap CI over cells, {N_BOOT} resamples; at least {MIN_CELLS} cells). "
-             "ASR: higher = less robust to the backdoor; ΔCACC: poisoned minus clean accuracy of the same seed. "
+
+    def excluding(rows: list[dict]) -> str:
+        strong = [r for r in rows if r["ci_low"] > 0 or r["ci_high"] < 0]
+        chance = 0.05 * len(rows)
+        return (f"{len(strong)} of {len(rows)} predictor/outcome pairs have a CI that excludes 0 (about {chance:.1f} "
+                "would by chance alone at 95%)" + (": " + "; ".join(
+                    f"{r['predictor']} vs {r['outcome']} ({r['attack']}) ρ={r['rho']:+.2f} "
+                    f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" for r in strong) if strong else ""))
+
+    lines = ["ASR: higher = less robust to the backdoor; ΔCACC: poisoned minus clean accuracy of the same seed. "
              "A CI that covers 0 means the predictor does not rank the configurations.", ""]
-    strong = [r for r in table if r["ci_low"] > 0 or r["ci_high"] < 0]
-    lines.append(f"{len(strong)} of {len(table)} predictor/outcome pairs have a CI that excludes 0"
-                 + (": " + "; ".join(f"{r['predictor']} vs {r['outcome']} ({r['attack']}) ρ={r['rho']:+.2f} "
-                                     f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" for r in strong) if strong else "."))
+    if by_config:
+        lines += ["**Across configurations** (the question asked): each configuration's mean over its seeds, "
+                  "Spearman ρ across configurations, 95% CI from resampling the seeds within each configuration "
+                  f"({N_BOOT} resamples; at least {MIN_CELLS} configurations). " + excluding(by_config) + ".", ""]
+    lines += ["**Across cells**: Spearman ρ of each predictor against the measured outcome across the stored theory "
+              f"cells, every seed a point (95% percentile bootstrap CI over cells, {N_BOOT} resamples; at least "
+              f"{MIN_CELLS} cells). " + excluding(table) + "."]
     figures = {}
     for attack in sorted({r["attack"].split()[0] for r in cells}):
         sub = [r for r in cells if r["attack"].split()[0] == attack]
@@ -101,5 +172,6 @@ def sections(results: list[dict]) -> list[Section]:
             if preds:
                 figures[f"theory_{attack}_{'asr' if outcome == 'ASR' else 'dcacc'}"] = _scatter(sub, outcome, preds)
     return [Section(title="Theory: do eNTK, M_Δ and entropy proxies predict measured robustness?",
-                    text="\n".join(lines), tables={"theory_predictors": table, "theory_cells": cells},
+                    text="\n".join(lines), tables={"theory_predictors_by_configuration": by_config,
+                                                     "theory_predictors": table, "theory_cells": cells},
                     figures=figures)]
