@@ -360,6 +360,11 @@ class TrainConfig(Frozen):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_length: int = Field(128, ge=8, description="tokens per row; longer rows are cut and counted")
     bucket: bool = Field(True, description="sort rows of a chunk by length before batching (less padding)")
+    # key=False: left out of store.config_key, as it trades speed for memory and never changes a number
+    checkpointing: bool = Field(
+        False, json_schema_extra={"key": False},
+        description="activation checkpointing: recompute each layer's activations in the backward pass (less "
+        "memory, slower steps, identical numbers; not part of the result's key)")
 
     @model_validator(mode="before")
     @classmethod

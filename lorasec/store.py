@@ -44,9 +44,28 @@ CREATE TABLE IF NOT EXISTS claims (
 
 
 def config_key(cfg: BaseModel) -> str:
-    """sha256 of the canonical JSON of the validated config: a stated default and an omitted one hash alike."""
-    canon = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON of the validated config: a stated default and an omitted one hash alike.
+
+    Fields marked `json_schema_extra={"key": False}` (options that never change a number, such as
+    `train.checkpointing`) are left out, in nested configs too, so they leave every key as it was."""
+    canon = json.dumps(_keyed(cfg, cfg.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _keyed(cfg: object, dumped: object) -> object:
+    """`dumped` (the JSON dump of `cfg`) without the fields of `cfg` and its nested configs marked key=False."""
+    if isinstance(cfg, BaseModel) and isinstance(dumped, dict):
+        out = dict(dumped)
+        for name, f in type(cfg).model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if extra.get("key") is False:
+                out.pop(name, None)
+            elif name in out:
+                out[name] = _keyed(getattr(cfg, name), out[name])
+        return out
+    if isinstance(cfg, (list, tuple)) and isinstance(dumped, list) and len(cfg) == len(dumped):
+        return [_keyed(c, d) for c, d in zip(cfg, dumped, strict=True)]
+    return dumped
 
 
 def _create(path: Path) -> None:

@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from lorasec.config import TrainConfig
 from lorasec.data.batching import Encoded, batches, collate, encode
 from lorasec.data.text import TextDataset
-from lorasec.errors import Diverged
+from lorasec.errors import Diverged, InputError
 from lorasec.methods import Adapted
 from lorasec.seeds import torch_seeded
 
@@ -97,12 +97,30 @@ def _grads_finite(params: list[torch.nn.Parameter]) -> bool:
     return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
+def _checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Switch activation checkpointing (non-reentrant) of a transformers model, or of the one a peft model wraps.
+
+    Each layer keeps only its input in the forward pass and recomputes the rest in the backward pass, with the
+    RNG state replayed (dropout draws the same masks), so losses and gradients are unchanged; only memory and
+    time change."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise InputError(f"train.checkpointing: {type(base).__name__} does not support activation checkpointing")
+    if on:
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.activation_checkpointing_disable()
+        base.disable_input_require_grads()  # the hook enable() put on the input embeddings
+
+
 def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int, cfg: TrainConfig, lr: float,
           rng: np.random.Generator, progress: bool, label: str = "") -> TrainLog:
     acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
     lengths = np.array([len(s) for s in enc.input_ids])
     steps = total_steps(cfg, len(lengths))
     model = adapted.model
+    if cfg.checkpointing:
+        _checkpointing(model, True)
     params = [p for n, p in model.named_parameters() if n in set(adapted.trainable)]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     warm = int(cfg.warmup_ratio * steps)
@@ -148,4 +166,6 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
     log.seconds = time.perf_counter() - start
     model.eval()
     adapted.model = acc.unwrap_model(model)
+    if cfg.checkpointing:
+        _checkpointing(adapted.model, False)
     return log
