@@ -169,11 +169,12 @@ def main() -> None:
         f"peak, measured in the same process (2048 x 2048, best of 5): **{peak:.0f} GFLOP/s**. The loop runs at "
         f"{rate / lp['seconds']:.1f} GFLOP/s ({100 * rate / lp['seconds'] / peak:.0f}% of peak), torch.func at "
         f"{rate / v['seconds']:.1f} GFLOP/s ({100 * rate / v['seconds'] / peak:.0f}% of peak; it does the same "
-        f"arithmetic on length-sorted tiles of 16, padded to each tile's longest). A 5x speed-up would need "
-        f"{5 * rate / lp['seconds']:.0f} GFLOP/s = {500 * rate / lp['seconds'] / peak:.0f}% of the matmul peak, on "
-        "matrices of at most a few hundred rows (tokens of one tile x 384 hidden units) plus attention, softmax and "
-        "layer norms. Batching is all vmap can add over the loop on a CPU; the SPEC's setting for this target is a "
-        "GPU, where a per-sample loop leaves the device idle and batching is worth far more.")
+        f"arithmetic on length-sorted tiles of 16, padded to each tile's longest). A 5x speed-up needs "
+        f"{5 * rate / lp['seconds']:.0f} GFLOP/s = {500 * rate / lp['seconds'] / peak:.0f}% of the matmul peak. "
+        "Neither form comes near the peak: the matrices are a few hundred rows (the tokens of one tile) by 384, "
+        "attention, softmax and layer norm are memory-bound, and vmap runs the backward of each logit as a batched "
+        "vector-Jacobian product per tile. The SPEC's setting for this target is a GPU, where a per-sample loop "
+        "leaves the device idle and batching is worth far more; no GPU was lent to measure it.")
     frag.text("M_Δ = AᵀA − I of peft's default A (kaiming-uniform, Var = 1/(3 d_in)) on MiniLM, 37 LoRA layers per "
               "rank (d_in 384, and 1536 for the six FFN output layers):")
     lines = m_delta_table()
