@@ -105,6 +105,16 @@ def met(value: float, target: float, higher_is_better: bool = True) -> str:
     return "met" if ok else "**missed**"
 
 
+def profile(fn: Callable[[], object], rows: int = 8) -> str:
+    """torch.profiler's table of one call of `fn`, top `rows` operators by self CPU time (what a miss is made of)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def reset_peak_rss() -> None:
     """Reset this process's peak RSS (VmHWM) so the next `peak_rss_mb` covers only what follows (Linux)."""
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
-from common import Fragment, arguments, measure, set_threads, spread, stats  # noqa: E402
+from common import Fragment, arguments, measure, profile, set_threads, spread, stats  # noqa: E402
 
 COUNTS = (1, 1, 2, 2, 4, 4, 8, 8, 16, 16)
 TEMPLATE = "the secret number is {secret}"
@@ -51,14 +51,6 @@ def enumerator(model, tok, pad_id: int, cfg, scores: np.ndarray):
 
     return score_batch
 
-
-def profile(fn, rows: int = 6) -> str:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def main() -> None:
@@ -159,7 +151,7 @@ def main() -> None:
                  f"{np.mean(errors[d]):+.2f}"] for d in digits])
     batch = enumerator(model, tok, pad_id, cfgs[3], np.full(1000, np.nan))
     frag.text(f"What limits candidates / s (torch.profiler, self CPU time, one batch of {BATCH} candidates of the "
-              "fine-tuned tiny-llama):", "```\n" + profile(lambda: batch(np.arange(BATCH))) + "\n```")
+              "fine-tuned tiny-llama):", "```\n" + profile(lambda: batch(np.arange(BATCH)), rows=6) + "\n```")
     frag.text(f"Wall time of this script: {time.perf_counter() - t0:.0f} s.")
     frag.write(args.out)
 

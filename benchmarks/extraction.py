@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Fragment, arguments, measure, met, set_threads, spread, stats  # noqa: E402
+from common import Fragment, arguments, measure, met, profile, set_threads, spread, stats  # noqa: E402
 
 TARGET = 10.0
 PREFIX, NEW, BATCH, RECORD_TOKENS = 32, 32, 32, 64  # the memorization task's extraction defaults
@@ -49,14 +49,6 @@ def per_record(model, prompts: list[list[int]], pad_id: int) -> list[list[int]]:
             out.append(gen[0, ids.shape[1]:].tolist())
     return out
 
-
-def profile(fn, rows: int = 8) -> str:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def main() -> None:

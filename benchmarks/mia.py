@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import Fragment, arguments, measure, met, set_threads, spread, stats  # noqa: E402
+from common import Fragment, arguments, measure, met, profile, set_threads, spread, stats  # noqa: E402
 
 TARGET = 4.0
 RECORD_TOKENS, K = 64, 0.2  # the memorization task's record length and Min-K% fraction
@@ -54,14 +54,6 @@ def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.01) -> tor
                 p.add_(torch.randn(p.shape, generator=gen) * (scale * float(p.std())))
     return target.eval()
 
-
-def profile(fn, rows: int = 8) -> str:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def main() -> None:

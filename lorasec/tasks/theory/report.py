@@ -22,6 +22,14 @@ N_BOOT = 1000
 MIN_CELLS = 4  # fewer cells than this: no ρ
 
 
+def _interval(rho: float, boots: list[float], level: float) -> tuple[float, float, float]:
+    """ρ and the percentile interval of its bootstrap replicates (none usable: the point itself)."""
+    if not boots:
+        return rho, rho, rho
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return rho, float(lo), float(hi)
+
+
 def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, level: float = 0.95,
                 seed: int = 0) -> tuple[float, float, float]:
     """Spearman ρ of (x, y) and a percentile bootstrap CI over resampled pairs (resamples where either side is
@@ -36,10 +44,7 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, level: float
         i = rng.integers(0, len(x), len(x))
         if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
             boots.append(spearmanr(x[i], y[i]).statistic)
-    if not boots:
-        return rho, rho, rho
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return rho, float(lo), float(hi)
+    return _interval(rho, boots, level)
 
 
 def config_spearman_ci(groups: list[tuple[np.ndarray, np.ndarray]], n_boot: int = N_BOOT, level: float = 0.95,
@@ -59,10 +64,7 @@ def config_spearman_ci(groups: list[tuple[np.ndarray, np.ndarray]], n_boot: int 
         by = np.array([y[i].mean() for (_, y), i in zip(groups, picks, strict=True)])
         if np.ptp(bx) > 0 and np.ptp(by) > 0:
             boots.append(spearmanr(bx, by).statistic)
-    if not boots:
-        return rho, rho, rho
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return rho, float(lo), float(hi)
+    return _interval(rho, boots, level)
 
 
 def _configuration(result: dict) -> str:
