@@ -223,7 +223,7 @@ def _chunk_jacobian(model: nn.Module, chunk: Chunk, probes: Probes, tile_inputs:
         del jac
         if out is None:
             out = torch.empty(len(probes), *flat_jac.shape[1:], dtype=flat_jac.dtype)
-        out[tile] = flat_jac
+        out.index_copy_(0, tile, flat_jac)  # a row copy (advanced-index assignment took 20% of the kernel's time)
     assert out is not None
     return out
 
