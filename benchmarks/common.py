@@ -115,6 +115,17 @@ def profile(fn: Callable[[], object], rows: int = 8) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def causal_lm_and_records(model: str, record_tokens: int, n_records: int):
+    """A shipped causal LM ("tiny-llama" = size s, or SmolLM2-135M) and `n_records` records of `record_tokens`
+    tokens cut from the shipped moby-dick corpus (seed 0): what the memorization benchmarks score and generate on."""
+    from lorasec.config import MobyDickConfig, SmolLM2Config, TinyLlamaConfig
+    from lorasec.data.corpora import chunk_records, load_corpus
+    from lorasec.models.causal import load_causal_lm
+
+    lm = load_causal_lm(TinyLlamaConfig(size="s") if model == "tiny-llama" else SmolLM2Config())
+    return lm, chunk_records(load_corpus(MobyDickConfig()).documents, lm.tokenizer, record_tokens, n_records, 0, 0)
+
+
 def reset_peak_rss() -> None:
     """Reset this process's peak RSS (VmHWM) so the next `peak_rss_mb` covers only what follows (Linux)."""
     try:

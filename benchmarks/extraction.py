@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Fragment, arguments, measure, met, profile, set_threads, spread, stats  # noqa: E402
+from common import Fragment, arguments, causal_lm_and_records, measure, met, profile, set_threads, spread, stats  # noqa: E402
 
 TARGET = 10.0
 PREFIX, NEW, BATCH, RECORD_TOKENS = 32, 32, 32, 64  # the memorization task's extraction defaults
@@ -54,16 +54,12 @@ def per_record(model, prompts: list[list[int]], pad_id: int) -> list[list[int]]:
 def main() -> None:
     args = arguments(__doc__.splitlines()[0]).parse_args()
     set_threads(args.threads)
-    from lorasec.config import MobyDickConfig, SmolLM2Config, TinyLlamaConfig
-    from lorasec.data.corpora import chunk_records, load_corpus
-    from lorasec.models.causal import load_causal_lm
     from lorasec.models.generate import greedy
 
     size = QUICK if args.quick else FULL
     t0 = time.perf_counter()
-    lm = load_causal_lm(TinyLlamaConfig(size="s") if size["model"] == "tiny-llama" else SmolLM2Config())
+    lm, rec = causal_lm_and_records(size["model"], RECORD_TOKENS, size["records"])
     model, pad_id = lm.model, lm.tokenizer.pad_token_id
-    rec = chunk_records(load_corpus(MobyDickConfig()).documents, lm.tokenizer, RECORD_TOKENS, size["records"], 0, 0)
     prompts = [list(r.token_ids[:PREFIX]) for r in rec.members]
     n, k = len(prompts), size["per_record"]
     batched_out: list[list[list[int]]] = []

@@ -20,6 +20,7 @@ key) is measured for memory and step time, and its losses are asserted identical
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import sys
@@ -138,8 +139,8 @@ def main() -> None:
     ap = arguments(__doc__.splitlines()[0])
     ap.add_argument("--more", action="store_true",
                     help="also measure checkpointing on full fine-tuning (SmolLM2) and on LoRA (MiniLM)")
-    ap.add_argument("--child", help=argparse_hidden())
-    ap.add_argument("--profile-after", action="store_true", help=argparse_hidden())
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--profile-after", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.threads, args.profile_after)))  # noqa: T201
@@ -240,11 +241,6 @@ def main() -> None:
     frag.text(f"Wall time of this benchmark: {time.perf_counter() - t_start:.0f} s.")
     frag.write(args.out)
 
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

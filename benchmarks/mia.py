@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import Fragment, arguments, measure, met, profile, set_threads, spread, stats  # noqa: E402
+from common import Fragment, arguments, causal_lm_and_records, measure, met, profile, set_threads, spread, stats  # noqa: E402
 
 TARGET = 4.0
 RECORD_TOKENS, K = 64, 0.2  # the memorization task's record length and Min-K% fraction
@@ -59,19 +59,15 @@ def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.01) -> tor
 def main() -> None:
     args = arguments(__doc__.splitlines()[0]).parse_args()
     set_threads(args.threads)
-    from lorasec.config import MobyDickConfig, SmolLM2Config, TinyLlamaConfig
-    from lorasec.data.corpora import chunk_records, load_corpus
     from lorasec.metrics.mia import loss_score, min_k_plus_plus_score, min_k_score, reference_score, zlib_score
     from lorasec.metrics.sequences import sequence_stats
-    from lorasec.models.causal import load_causal_lm
     from lorasec.tasks.memorization.pipeline import mia_scores
 
     size = QUICK if args.quick else FULL
     t0 = time.perf_counter()
-    lm = load_causal_lm(TinyLlamaConfig(size="s") if size["model"] == "tiny-llama" else SmolLM2Config())
+    lm, rec = causal_lm_and_records(size["model"], RECORD_TOKENS, size["records"])
     reference, pad_id = lm.model, lm.tokenizer.pad_token_id
     target = perturbed(reference)
-    rec = chunk_records(load_corpus(MobyDickConfig()).documents, lm.tokenizer, RECORD_TOKENS, size["records"], 0, 0)
     seqs = [list(r.token_ids) for r in rec.members]
     texts = [r.text for r in rec.members]
     n = len(seqs)

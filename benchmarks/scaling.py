@@ -22,6 +22,7 @@ replaces the committed benchmarks/scaling.png.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
@@ -159,7 +160,7 @@ def main() -> None:
     ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--png", type=Path, default=None, help="plot (default benchmarks/scaling.png; --quick: "
                     "benchmarks/results/scaling_quick.png)")
-    ap.add_argument("--child", nargs=2, metavar=("MODEL", "LENGTH"), help=argparse_suppress())
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "LENGTH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     set_threads(args.threads)
     if args.child:
@@ -236,11 +237,6 @@ def main() -> None:
     frag.text(f"Whole script: {time.perf_counter() - t_start:.0f} s.")
     frag.write(args.out)
 
-
-def argparse_suppress() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
