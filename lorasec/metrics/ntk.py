@@ -18,10 +18,13 @@ fit even in chunks. So we contract Jacobians, and bound memory by chunking the p
   reruns the forward and backward (recompute for memory). The word-embedding matrix (half of MiniLM) gets a
   gradient only on the rows of tokens that occur in the probes, so only those rows are differentiated: the other
   rows' Jacobian columns are exactly zero and add nothing to K.
-Inputs are tiled too (`tile_inputs` probes per vmap call, sorted by length so each tile pads only to its own
-longest probe), so activation memory stays bounded as n grows. The word embedding enters through `inputs_embeds`
-looked up in the used-row table, so no cotangent of the full vocabulary table is ever formed (that took the full
-MiniLM kernel from 7.4 GB to 1.5 GB peak, BENCHMARKS.md).
+Inputs are tiled too, sorted by length and cut into tiles of at most `tile_inputs` probes and `tile_tokens`
+padded tokens (64 and 512 by default: short probes share a tile, long ones get small tiles, so padding stays
+~20% over the real tokens and each vmap call is a few big matmuls), so activation memory stays bounded as n
+grows. The word embedding enters through `inputs_embeds` looked up in the used-row table, so no cotangent of the
+full vocabulary table is ever formed (that took the full MiniLM kernel from 7.4 GB to 1.5 GB peak, BENCHMARKS.md).
+K = J Jᵀ is contracted with float32 products over blocks of columns summed in float64 (7.6e-8 relative to a
+float64 product, and no float64 copy of J).
 
 Padding: the probes are padded to one length for vmap, with a 4-D additive attention mask (transformers returns
 a 4-D mask as is; building it from a 2-D mask branches on data, which vmap cannot trace). The eager attention is
@@ -176,13 +179,20 @@ def _embedding_name(model: nn.Module) -> str | None:
     return next((n for n, p in model.named_parameters() if p is emb.weight), None)
 
 
-def length_tiles(probes: Probes, tile_inputs: int) -> list[torch.Tensor]:
-    """Probe indices sorted by length and cut into tiles, so each tile pads only to its own longest probe."""
-    order = torch.argsort(probes.attention_mask.sum(1), stable=True)
-    return [order[i : i + tile_inputs] for i in range(0, len(order), tile_inputs)]
+def length_tiles(probes: Probes, tile_inputs: int, tile_tokens: int | None = None) -> list[torch.Tensor]:
+    """Probe indices sorted by length and cut into tiles of at most `tile_inputs` probes and (if set) at most
+    `tile_tokens` padded tokens, so each tile pads only to its own longest probe and short probes share a tile."""
+    lengths = probes.attention_mask.sum(1)
+    tiles: list[list[int]] = []
+    for i in torch.argsort(lengths, stable=True).tolist():
+        size = len(tiles[-1]) if tiles else tile_inputs
+        if size >= tile_inputs or (tile_tokens is not None and (size + 1) * int(lengths[i]) > tile_tokens):
+            tiles.append([])
+        tiles[-1].append(i)
+    return [torch.tensor(t) for t in tiles]
 
 
-def _chunk_jacobian(model: nn.Module, chunk: Chunk, probes: Probes, tile_inputs: int, embed: str | None,
+def _chunk_jacobian(model: nn.Module, chunk: Chunk, probes: Probes, tiles: list[torch.Tensor], embed: str | None,
                     used: torch.Tensor) -> torch.Tensor:
     """(n, C, columns) Jacobian of the logits w.r.t. the chunk's parameters, over length-sorted input tiles.
 
@@ -216,7 +226,7 @@ def _chunk_jacobian(model: nn.Module, chunk: Chunk, probes: Probes, tile_inputs:
 
     per_sample = vmap(jacrev(logits), in_dims=(None, 0, 0))
     out: torch.Tensor | None = None
-    for tile in length_tiles(probes, tile_inputs):
+    for tile in tiles:
         width = int(probes.attention_mask[tile].sum(1).max())
         jac = per_sample(wrt, probes.input_ids[tile, :width], probes.attention_mask[tile, :width])
         flat_jac = torch.cat([jac[n].flatten(2) for n, _ in chunk.parts], dim=2)  # (t, C, columns)
@@ -228,33 +238,41 @@ def _chunk_jacobian(model: nn.Module, chunk: Chunk, probes: Probes, tile_inputs:
     return out
 
 
-def entk(model: nn.Module, probes: Probes, names: list[str], tile_inputs: int | None = 16,
-         budget_mb: float = 512.0, embed_rows: bool = True) -> torch.Tensor:
+def _contract(jac: torch.Tensor, kernel: torch.Tensor, block: int = 65536) -> None:
+    """kernel (n C, n C) float64 += J Jᵀ for J = jac (n, C, p) float32.
+
+    Products in float32 over blocks of `block` columns, summed in float64: 7.6e-8 relative (Frobenius) to a
+    float64 product on the MiniLM LoRA kernel, and 5x faster (a float64 copy of J is never made).
+    """
+    flat = jac.reshape(-1, jac.shape[2])
+    for start in range(0, flat.shape[1], block):
+        part = flat[:, start : start + block]
+        kernel += (part @ part.T).double()
+
+
+def entk(model: nn.Module, probes: Probes, names: list[str], tile_inputs: int | None = 64,
+         tile_tokens: int | None = 512, budget_mb: float = 512.0, embed_rows: bool = True) -> torch.Tensor:
     """(n, n, C, C) empirical NTK of the logits over the parameters `names`, in float64.
 
-    `tile_inputs`: probes per vmap call, grouped by length (None: all at once); `budget_mb`: most memory one
-    Jacobian chunk (n x C x columns, float32) may take. Results do not depend on either.
+    `tile_inputs` / `tile_tokens`: most probes / padded tokens per vmap call, probes grouped by length (None: no
+    limit); `budget_mb`: most memory one Jacobian chunk (n x C x columns, float32) may take. Results do not
+    depend on any of them.
     """
     model.eval()
     n = len(probes)
-    tile = tile_inputs or n
     with torch.no_grad():
         n_classes = model(**probes.row(0)).logits.shape[-1]
     chunks = plan_chunks(model, names, probes, n * n_classes, budget_mb, embed_rows)
     embed = _embedding_name(model) if embed_rows else None
     used = torch.unique(probes.input_ids[probes.attention_mask.bool()])
-    kernel = torch.zeros(n, n, n_classes, n_classes, dtype=torch.float64)
+    tiles = length_tiles(probes, tile_inputs or n, tile_tokens)
+    kernel = torch.zeros(n * n_classes, n * n_classes, dtype=torch.float64)
     with eager_attention(model):
         for chunk in chunks:
-            jac = _chunk_jacobian(model, chunk, probes, tile, embed, used)  # (n, C, p) float32
-            # contract in float64 (the reference's precision), a quarter of the chunk at a time
-            step = max(1, -(-jac.shape[2] // 4))
-            for start in range(0, jac.shape[2], step):
-                part = jac[:, :, start : start + step].double()
-                kernel += torch.einsum("iap,jbp->ijab", part, part)
-                del part
+            jac = _chunk_jacobian(model, chunk, probes, tiles, embed, used)  # (n, C, p) float32
+            _contract(jac, kernel)
             del jac
-    return kernel
+    return kernel.reshape(n, n_classes, n, n_classes).permute(0, 2, 1, 3).contiguous()
 
 
 def entk_loop(model: nn.Module, probes: Probes, names: list[str]) -> torch.Tensor:
