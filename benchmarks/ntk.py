@@ -80,20 +80,15 @@ def flops(fn) -> float:
     return counter.get_total_flops()
 
 
-def floors(model, probes, names):
+def floors(model, probes, names, tiles):
     """Two floors for any batched form, on entk's own tiles: (a) the same passes without per-sample separation (one
     forward per tile, one backward per logit, LoRA gradients summed over the tile: the per-sample Jacobian needs
     at least this); (b) three no-grad forwards per tile (a backward never costs less than a forward)."""
     import torch
 
-    from lorasec.metrics.ntk import length_tiles
-
     params = dict(model.named_parameters())
     wrt = [params[n] for n in names]
-    batches = []
-    for t in length_tiles(probes, 64, 512):
-        width = int(probes.attention_mask[t].sum(1).max())
-        batches.append({"input_ids": probes.input_ids[t, :width], "attention_mask": probes.attention_mask[t, :width]})
+    batches = [probes.tile(t) for t in tiles]
 
     def summed() -> None:
         for batch in batches:
@@ -116,16 +111,24 @@ def child(variant: str, out: Path, n_probes: int, repeats: int) -> None:
     import numpy as np
     import torch
 
-    from lorasec.metrics.ntk import entk, entk_loop, length_tiles, param_names, parameter_count
+    from lorasec.metrics.ntk import (
+        TILE_INPUTS,
+        TILE_TOKENS,
+        entk,
+        entk_loop,
+        length_tiles,
+        param_names,
+        parameter_count,
+    )
 
     method = {"kind": "full"} if variant == "full" else {"kind": "lora", "rank": 8, "alpha": 16}
     model, probes = _setup(method, n_probes)
     names = param_names(model, "trainable")
-    tiles = length_tiles(probes, 64, 512)  # entk's default tiles
+    tiles = length_tiles(probes, TILE_INPUTS, TILE_TOKENS)  # entk's default tiles
     info = {"variant": variant, "n_params": parameter_count(model, names),
             "mean_tokens": float(probes.attention_mask.sum(1).float().mean()),
-            "tokens": int(probes.attention_mask.sum()), "n_tiles": len(tiles),
-            "padded_tokens": sum(len(t) * int(probes.attention_mask[t].sum(1).max()) for t in tiles),
+            "tokens": int(probes.attention_mask.sum()), "n_tiles": len(tiles), "tile_tokens": TILE_TOKENS,
+            "padded_tokens": sum(probes.tile(t)["input_ids"].numel() for t in tiles),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if variant == "full":
         reset_peak_rss()
@@ -141,7 +144,7 @@ def child(variant: str, out: Path, n_probes: int, repeats: int) -> None:
         reset_peak_rss()
         kernels[name] = fn().numpy()
         peaks[name] = peak_rss_mb()
-    variants |= floors(model, probes, names)
+    variants |= floors(model, probes, names, tiles)
     times = measure(variants, repeats, warmup=0)
     big = torch.randn(2 * n_probes, info["n_params"], dtype=torch.float64)  # the loop's float64 J Jᵀ, timed alone
     t0 = time.perf_counter()
@@ -245,8 +248,9 @@ def main() -> None:
               f"({sp['n_params']:,}). Both forms and two floors run in one process, alternating, {repeats} timed "
               "calls each after one untimed call of each form; peak RSS is each form's own first call (VmHWM reset "
               "before it; model, data and tokenizer included). The kernels are asserted equal (relative difference "
-              f"< 1e-5). torch.func tiles: probes sorted by length, {sp['n_tiles']} tiles of at most 512 padded "
-              f"tokens ({sp['padded_tokens']} padded tokens in all). The whole comparison runs twice, in two "
+              f"< 1e-5). torch.func tiles: probes sorted by length, {sp['n_tiles']} tiles of at most "
+              f"{sp['tile_tokens']} padded tokens ({sp['padded_tokens']} padded tokens in all). The whole "
+              "comparison runs twice, in two "
               "processes: with OpenMP's default wait policy (what `lorasec run` / `lorasec theory` get) and with "
               "`OMP_WAIT_POLICY=PASSIVE` (what `benchmarks/run.sh` exports and sweep workers set, so that idle "
               "threads do not spin on a shared machine).")

@@ -47,6 +47,7 @@ from lorasec.data.batching import encode, pad
 from lorasec.errors import InputError
 
 PARAM_SETS = ("trainable", "lora", "lora_head", "all")
+TILE_INPUTS, TILE_TOKENS = 64, 512  # entk's default tile limits: probes and padded tokens per vmap call
 
 
 @dataclass
@@ -58,6 +59,11 @@ class Probes:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def tile(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inputs `idx` as one batch, cut to the longest of them (right padding keeps every token)."""
+        width = int(self.attention_mask[idx].sum(1).max())
+        return {"input_ids": self.input_ids[idx, :width], "attention_mask": self.attention_mask[idx, :width]}
 
     def row(self, i: int) -> dict[str, torch.Tensor]:
         """Input i alone, unpadded, as a batch of one."""
@@ -227,8 +233,8 @@ def _chunk_jacobian(model: nn.Module, chunk: Chunk, probes: Probes, tiles: list[
     per_sample = vmap(jacrev(logits), in_dims=(None, 0, 0))
     out: torch.Tensor | None = None
     for tile in tiles:
-        width = int(probes.attention_mask[tile].sum(1).max())
-        jac = per_sample(wrt, probes.input_ids[tile, :width], probes.attention_mask[tile, :width])
+        batch = probes.tile(tile)
+        jac = per_sample(wrt, batch["input_ids"], batch["attention_mask"])
         flat_jac = torch.cat([jac[n].flatten(2) for n, _ in chunk.parts], dim=2)  # (t, C, columns)
         del jac
         if out is None:
@@ -250,8 +256,8 @@ def _contract(jac: torch.Tensor, kernel: torch.Tensor, block: int = 65536) -> No
         kernel += (part @ part.T).double()
 
 
-def entk(model: nn.Module, probes: Probes, names: list[str], tile_inputs: int | None = 64,
-         tile_tokens: int | None = 512, budget_mb: float = 512.0, embed_rows: bool = True) -> torch.Tensor:
+def entk(model: nn.Module, probes: Probes, names: list[str], tile_inputs: int | None = TILE_INPUTS,
+         tile_tokens: int | None = TILE_TOKENS, budget_mb: float = 512.0, embed_rows: bool = True) -> torch.Tensor:
     """(n, n, C, C) empirical NTK of the logits over the parameters `names`, in float64.
 
     `tile_inputs` / `tile_tokens`: most probes / padded tokens per vmap call, probes grouped by length (None: no
@@ -272,7 +278,7 @@ def entk(model: nn.Module, probes: Probes, names: list[str], tile_inputs: int | 
             jac = _chunk_jacobian(model, chunk, probes, tiles, embed, used)  # (n, C, p) float32
             _contract(jac, kernel)
             del jac
-    return kernel.reshape(n, n_classes, n, n_classes).permute(0, 2, 1, 3).contiguous()
+    return unflat(kernel, n)
 
 
 def entk_loop(model: nn.Module, probes: Probes, names: list[str]) -> torch.Tensor:
@@ -295,8 +301,13 @@ def entk_loop(model: nn.Module, probes: Probes, names: list[str]) -> torch.Tenso
         for p, f in zip(wrt, flags, strict=True):
             p.requires_grad_(f)
     jac = torch.stack(rows)  # (n C, P)
-    n, c = len(probes), len(rows) // len(probes)
-    return (jac @ jac.T).reshape(n, c, n, c).permute(0, 2, 1, 3).contiguous()
+    return unflat(jac @ jac.T, len(probes))
+
+
+def unflat(kernel: torch.Tensor, n: int) -> torch.Tensor:
+    """(n C, n C), rows ordered (input, class) -> (n, n, C, C): the inverse of `flat`."""
+    c = kernel.shape[0] // n
+    return kernel.reshape(n, c, n, c).permute(0, 2, 1, 3).contiguous()
 
 
 def flat(kernel: torch.Tensor) -> torch.Tensor:
@@ -310,5 +321,5 @@ def parameter_count(model: nn.Module, names: list[str]) -> int:
     return sum(params[n].numel() for n in names)
 
 
-__all__ = ["PARAM_SETS", "Chunk", "Probes", "encode_probes", "entk", "entk_loop", "flat", "param_names",
-           "parameter_count", "plan_chunks"]
+__all__ = ["PARAM_SETS", "TILE_INPUTS", "TILE_TOKENS", "Chunk", "Probes", "encode_probes", "entk", "entk_loop",
+           "flat", "length_tiles", "param_names", "parameter_count", "plan_chunks", "unflat"]
