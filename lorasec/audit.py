@@ -17,7 +17,7 @@ from typing import Any
 
 from lorasec.config import TaskConfig
 from lorasec.seeds import stage_seeds
-from lorasec.store import config_key, load, open_store, save
+from lorasec.store import artifacts_dir, config_key, load, open_store, save
 from lorasec.tasks import task_of
 
 
@@ -29,15 +29,16 @@ class Run:
     model: Any = None
 
 
-def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False) -> Run:
-    """Run one cell of any task (no store): stage seeds in, record with its envelope out."""
+def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False, store: Path | None = None) -> Run:
+    """Run one cell of any task: stage seeds in, record with its envelope out. Nothing is saved; `store` only says
+    where the cell's files (an exported adapter) go: its artifact directory beside that store."""
     from lorasec.environment import bound_allocator, environment  # torch: imported only when a cell runs
 
     bound_allocator()
     task = task_of(cfg)
     seeds = stage_seeds(cfg.seed, task.stages)
     t0 = time.perf_counter()
-    out = task.run(cfg, seeds, progress)
+    out = task.run(cfg, seeds, progress, artifacts_dir(store, config_key(cfg)) if store is not None else None)
     total = time.perf_counter() - t0
     record = {
         "key": config_key(cfg),
@@ -78,13 +79,13 @@ def audit(cfg: TaskConfig, store: Path, force: bool = False, progress: bool = Tr
     key = config_key(cfg)
     if not force and (hit := _stored(store, key)) is not None:
         return hit | {"cached": True}
-    result = execute(cfg, progress).record
+    result = execute(cfg, progress, store=store).record
     fresh = [result]
     base_cfg = baseline_of(cfg)
     if base_cfg is not None:
         base = _stored(store, config_key(base_cfg))
         if base is None:
-            base = execute(base_cfg, progress).record
+            base = execute(base_cfg, progress, store=store).record
             fresh.insert(0, base)
         attach_baseline(result, base, cfg)
     con = open_store(store)

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lorasec.errors import InputError, unknown
 
-SCHEMA_VERSION = 1
+# 2: every default a task fills in (the learning rate, the theory probes' length) is resolved into the config
+# before the key is hashed, and results record lorasec's own version and source; rows of schema 1 are never reused
+SCHEMA_VERSION = 2
 
 
 MAX_SEED = 2**32 - 1  # numpy, scikit-learn and torch all take seeds below 2**32
@@ -112,7 +114,8 @@ class FullMethod(Frozen):
 
 
 class HeadOnlyMethod(Frozen):
-    kind: Literal["head_only"] = Field(description="only the classification head trains")
+    kind: Literal["head_only"] = Field(description="only the output head trains (a language model's LM head is "
+                                       "first untied from the input embeddings, which stay frozen)")
 
 
 class LoraMethod(Frozen):
@@ -348,7 +351,8 @@ CorpusConfig = Annotated[
 
 # ---------------------------------------------------------------- training and evaluation
 class TrainConfig(Frozen):
-    lr: float | None = Field(None, gt=0, description="AdamW learning rate; null = the method's default")
+    lr: float | None = Field(None, gt=0, description="learning rate; null = the task's default for the method, "
+                             "written into the config (and so into the result's key) when it is validated")
     batch_size: int = Field(16, ge=1, description="rows per optimizer step (before accumulation)")
     grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
     steps: int | None = Field(None, ge=1, description="optimizer steps (set this or epochs; 300 if neither)")
@@ -357,6 +361,8 @@ class TrainConfig(Frozen):
     schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="learning rate after warmup: 'constant' (paper 1's code), 'linear' decay to 0 "
         "(the Hugging Face Trainer's default) or 'cosine' decay to 0")
+    optimizer: str = Field("adamw", min_length=1, json_schema_extra={"registry": "optimizer"},
+                           description="an optimizer registered in lorasec.optimizers ('adamw': torch's AdamW)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_length: int = Field(128, ge=8, description="tokens per row; longer rows are cut and counted")
     bucket: bool = Field(True, description="sort rows of a chunk by length before batching (less padding)")
@@ -399,16 +405,51 @@ class EvalConfig(Frozen):
     max_length: int = Field(128, ge=8, description="tokens per row at evaluation")
 
 
-class TaskConfig(Frozen):
-    """What every task's config has: a `task` tag, a seed, a schema version, a learning rate and a label."""
+def field_at(cfg: BaseModel, dotted: str) -> Any:
+    """The value of a dotted field (`train.lr`) of a config."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="bumped when stored results stop being comparable")
+
+def _fill(cfg: BaseModel, dotted: str, value: Any) -> None:
+    """Set a dotted field of a just-validated frozen config in place, copying each nested config on the way so a
+    shared default instance is never changed."""
+    head, _, rest = dotted.partition(".")
+    if rest:
+        child = getattr(cfg, head).model_copy()
+        _fill(child, rest, value)
+        value = child
+    object.__setattr__(cfg, head, value)
+
+
+class TaskConfig(Frozen):
+    """What every task's config has: a `task` tag, a seed, a schema version, a learning rate and a label.
+
+    A task fills in what it would otherwise decide at run time (`defaults`): the values are written into the
+    validated config, so they are part of its dump and of its key. A default that changes changes the key, and
+    `lr: null` and the default written out are one config."""
+
+    schema_version: Literal[2] = Field(SCHEMA_VERSION, description="bumped when stored results stop being comparable")
     seed: int = Field(1, ge=0, le=MAX_SEED,
                       description="seed of every random choice of the cell (split, poison, init, order)")
 
+    def defaults(self) -> dict[str, Any]:
+        """Dotted field -> the value it takes when left null (a task's run-time defaults)."""
+        return {}
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> TaskConfig:
+        for dotted, value in self.defaults().items():
+            if field_at(self, dotted) is None:
+                _fill(self, dotted, value)
+        return self
+
     def lr(self) -> float:
-        """The learning rate this run uses: the stated one, else the method's default for this task."""
-        raise NotImplementedError
+        """The learning rate this run uses (resolved when the config was validated)."""
+        lr = self.train.lr  # type: ignore[attr-defined]
+        assert lr is not None, "train.lr is resolved when the config is validated"
+        return lr
 
     def label(self) -> str:
         """Short human name of the cell for tables and progress."""

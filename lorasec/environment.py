@@ -26,8 +26,39 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+@functools.cache
+def source() -> dict[str, Any]:
+    """Which lorasec computed a result: its version, the sha256 of its package source (every .py, .yaml and .j2
+    file, by relative path) and, when the package sits in a git work tree, the commit and whether the package's
+    files differ from it."""
+    import hashlib
+    import subprocess
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml", ".j2") and p.is_file()):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    out: dict[str, Any] = {"version": _version("lorasec"), "source_sha256": digest.hexdigest(), "commit": None,
+                           "dirty": None}
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top and (Path(top) / "lorasec").resolve() == root:
+        out["commit"] = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--", ".")
+        out["dirty"] = None if status is None else bool(status)
+    return out
+
+
 def environment() -> dict:
     return {
+        "lorasec": source(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),

@@ -68,6 +68,12 @@ def _keyed(cfg: object, dumped: object) -> object:
     return dumped
 
 
+def artifacts_dir(store: Path, key: str) -> Path:
+    """Where a cell's files (a trained adapter) live: `<store stem>.artifacts/<key>/` beside the store."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.artifacts") / key
+
+
 def _create(path: Path) -> None:
     """Make a new store atomically: build it beside `path`, then hard-link it into place. Two processes creating
     one store at once both succeed (the loser's copy is dropped); switching a shared file to WAL would race."""
@@ -191,12 +197,24 @@ def load(con: sqlite3.Connection, key: str) -> dict | None:
     return json.loads(row[0]) if row else None
 
 
-def results(con: sqlite3.Connection, task: str | None = None) -> Iterator[dict]:
-    sql, args = "SELECT result FROM runs", ()
+def results(con: sqlite3.Connection, task: str | None = None, schema: int | None = None) -> Iterator[dict]:
+    """Stored results, oldest first; of one task, and of one config schema version, when given."""
+    where, args = [], []
     if task:
-        sql, args = sql + " WHERE task = ?", (task,)
+        where.append("task = ?")
+        args.append(task)
+    if schema is not None:
+        where.append("json_extract(config, '$.schema_version') = ?")
+        args.append(schema)
+    sql = "SELECT result FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
     for (body,) in con.execute(sql + " ORDER BY created", args):
         yield json.loads(body)
+
+
+def schema_counts(con: sqlite3.Connection) -> dict[int | None, int]:
+    """Stored rows per config schema version: rows of an older schema are kept but never reused or reported."""
+    return {v: n for v, n in con.execute(
+        "SELECT json_extract(config, '$.schema_version'), count(*) FROM runs GROUP BY 1 ORDER BY 1")}
 
 
 STORE_COLUMNS = ("key", "task", "label", "config", "result", "created")  # of `runs`: what makes a lorasec store

@@ -1,7 +1,9 @@
-"""One readable training loop: AdamW, warmup and a schedule, dynamic padding, length bucketing, gradient accumulation.
+"""One readable training loop: an optimizer from lorasec.optimizers (AdamW by default), warmup and a schedule,
+dynamic padding, length bucketing, gradient accumulation.
 
 No trainer object: `train(adapted, tokenizer, data, cfg, lr, seed)` runs the steps and returns a log.
-accelerate places model and batches, so the same loop runs on CPU, one GPU or several.
+accelerate places the model and batches on one device (the CPU, or one GPU when there is one). It is one process:
+batches are not sharded across processes, so it does not train data-parallel on several devices.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lorasec.data.batching import Encoded, batches, collate, encode
 from lorasec.data.text import TextDataset
 from lorasec.errors import Diverged, InputError
 from lorasec.methods import Adapted
+from lorasec.optimizers import OPTIMIZERS
 from lorasec.seeds import torch_seeded
 
 __all__ = ["Encoded", "TrainLog", "batches", "collate", "encode", "lr_factor", "total_steps", "train",
@@ -122,7 +125,7 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
     if cfg.checkpointing:
         _checkpointing(model, True)
     params = [p for n, p in model.named_parameters() if n in set(adapted.trainable)]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    opt = OPTIMIZERS.get(cfg.optimizer).build(params, lr, cfg.weight_decay)
     warm = int(cfg.warmup_ratio * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warm, cfg.schedule))
     model, opt, sched = acc.prepare(model, opt, sched)

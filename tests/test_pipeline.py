@@ -168,9 +168,9 @@ def counting_execute(monkeypatch) -> list[str]:
     ran: list[str] = []
     real = engine.execute
 
-    def spy(cfg, progress=True, keep_model=False):
+    def spy(cfg, progress=True, keep_model=False, store=None):
         ran.append(cfg.label())
-        return real(cfg, progress, keep_model)
+        return real(cfg, progress, keep_model, store)
 
     monkeypatch.setattr(engine, "execute", spy)
     return ran
@@ -208,10 +208,10 @@ def test_nothing_is_saved_when_any_run_of_a_cell_fails(tiny_cfg, tmp_path, monke
 
     real = engine.execute
 
-    def baseline_fails(cfg, progress=True, keep_model=False):
+    def baseline_fails(cfg, progress=True, keep_model=False, store=None):
         if cfg.attack.kind == "none":
             raise RuntimeError("baseline failed")
-        return real(cfg, progress, keep_model)
+        return real(cfg, progress, keep_model, store)
 
     monkeypatch.setattr(engine, "execute", baseline_fails)
     with pytest.raises(RuntimeError, match="baseline failed"):

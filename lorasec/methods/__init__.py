@@ -59,12 +59,27 @@ def full(model: nn.Module, cfg: FullMethod) -> Adapted:
     return _finish(model)
 
 
+def untie_lm_head(model: nn.Module) -> bool:
+    """Give a language model whose output head shares the input embedding matrix (GPT-2, SmolLM2) a head of its
+    own, initialised to the same values, so training the head leaves the embeddings as they were. Returns whether
+    the head was tied. The untied model computes the same logits until one of the two matrices changes."""
+    head = getattr(model, "lm_head", None)
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if head is None or emb is None or head.weight is not emb.weight:
+        return False
+    head.weight = nn.Parameter(emb.weight.detach().clone())
+    if getattr(model, "config", None) is not None:
+        model.config.tie_word_embeddings = False  # a save/reload (or tie_weights()) must not tie them again
+    return True
+
+
 @METHODS.register("head_only")
 def head_only(model: nn.Module, cfg: HeadOnlyMethod) -> Adapted:
+    """Only the output head trains: a classifier's head, or a language model's LM head, untied first from the
+    input embeddings where the model shares them, so "head-only" never trains the embeddings."""
+    untie_lm_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    # set through the module, not by name: a tied LM head (GPT-2, SmolLM2) is listed by named_parameters()
-    # under the input embedding's name, and is the same tensor, so head-only trains the shared matrix
     for h in head_modules(model):
         for p in getattr(model, h).parameters():
             p.requires_grad_(True)

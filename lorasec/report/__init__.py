@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lorasec.errors import InputError
-from lorasec.store import check_store, failures, open_store, results
+from lorasec.config import SCHEMA_VERSION
+from lorasec.store import check_store, failures, open_store, results, schema_counts
 from lorasec.tasks import TASKS
 from lorasec.tasks.base import Section
 from lorasec.tasks.evidence import CI_LEVEL, MIN_SEEDS, N_BOOT
@@ -32,20 +33,23 @@ def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     return fs
 
 
-def load(store: Path) -> tuple[list[dict], list[dict]]:
-    """Stored results and failed cells; an InputError in one line when there is nothing to report."""
+def load(store: Path) -> tuple[list[dict], list[dict], int]:
+    """Stored results of this schema, failed cells and the number of rows of an older schema; an InputError in one
+    line when there is nothing to report."""
     store = Path(store)
     if not store.exists():
         raise InputError(f"STORE: {str(store)!r} does not exist (run `lorasec run` or `lorasec grid` first)")
     check_store(store, write=False)  # a directory, an empty or foreign file: one line, and nothing modified
     con = open_store(store)
     try:
-        rows, failed = list(results(con)), list(failures(con))
+        rows, failed = list(results(con, schema=SCHEMA_VERSION)), list(failures(con))
+        older = sum(n for v, n in schema_counts(con).items() if v != SCHEMA_VERSION)
     finally:
         con.close()
     if not rows and not failed:
-        raise InputError(f"STORE: {str(store)!r} holds no results and no failed cells: nothing to report")
-    return rows, failed
+        what = f" of schema {SCHEMA_VERSION} ({older} rows of an older schema are never reported)" if older else ""
+        raise InputError(f"STORE: {str(store)!r} holds no results{what} and no failed cells: nothing to report")
+    return rows, failed, older
 
 
 def task_sections(name: str, rows: list[dict]) -> list[Section]:
@@ -65,13 +69,16 @@ def failure_section(failed: list[dict]) -> Section:
                    "its failure.", tables={"failed": rows})
 
 
-def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]) -> Section:
+def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str], older: int = 0) -> Section:
     by_task = Counter(r["config"]["task"] for r in rows)
     lines = [f"- `{t}`: {n} cell{'s' * (n != 1)}" + ("" if t in known else " (a task this lorasec does not know: "
                                                                           "not reported)")
              for t, n in sorted(by_task.items())]
     if failed:
         lines.append(f"- failed: {len(failed)} cell{'s' * (len(failed) != 1)} (see *Failed cells*)")
+    if older:
+        lines.append(f"- {older} row{'s' * (older != 1)} of an older config schema (before {SCHEMA_VERSION}): "
+                     "kept in the store, never reused and left out of this report")
     text = (f"Store `{store.name}`: {len(rows)} stored cell{'s' * (len(rows) != 1)}.\n\n" + "\n".join(lines) +
             "\n\nHow to read the numbers: cells are grouped by every config field except the seed; n is the number "
             "of seeds. *std* is the sample standard deviation (ddof=1); the interval is the 95% percentile "
@@ -88,9 +95,9 @@ def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]
 
 def build(store: Path) -> list[Section]:
     """Every section of the report of `store`, in order."""
-    rows, failed = load(store)
+    rows, failed, older = load(store)
     known = TASKS.names()
-    secs = [overview(Path(store), rows, failed, known)]
+    secs = [overview(Path(store), rows, failed, known, older)]
     for name in known:
         task_rows = [r for r in rows if r["config"]["task"] == name]
         if task_rows:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from lorasec.config import TaskConfig, load_yaml, one_line
 from lorasec.errors import InputError
+from lorasec.registry import Registry
 from lorasec.tasks import classification, memorization, theory  # noqa: F401  (register)
 from lorasec.tasks.base import TASKS, Task, TaskOutput
 
@@ -47,11 +48,35 @@ def parse_config(raw: object, source: str = "config") -> TaskConfig:
     if not isinstance(raw["task"], str) or raw["task"] not in TASKS:
         raise InputError(f"{source}: task: {TASKS.unknown(str(raw['task']))}")
     try:
-        return _adapter().validate_python(raw)
+        cfg = _adapter().validate_python(raw)
     except ValidationError as err:
         # the union puts the task's tag first in every location; the message names the user's fields
         tagged = len(TASKS.names()) > 1
         raise InputError(f"{source}: {one_line(err, TASKS.get(raw['task']).config, skip=int(tagged))}") from None
+    if problem := unknown_entry(cfg):
+        raise InputError(f"{source}: {problem}")
+    return cfg
+
+
+def _registries() -> dict[str, Registry]:
+    from lorasec.optimizers import OPTIMIZERS  # torch-free: builders import torch when called
+
+    return {"optimizer": OPTIMIZERS}
+
+
+def unknown_entry(cfg: BaseModel, prefix: str = "") -> str | None:
+    """`train.optimizer: unknown optimizer 'x'. Known: ...` for the first field marked
+    `json_schema_extra={"registry": kind}` whose value is not an entry of that registry; None when all are."""
+    for name, f in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if "registry" in extra:
+            reg = _registries()[extra["registry"]]
+            if value not in reg:
+                return f"{prefix}{name}: {reg.unknown(str(value))}"
+        elif isinstance(value, BaseModel) and (problem := unknown_entry(value, f"{prefix}{name}.")):
+            return problem
+    return None
 
 
 def load_config(path: Path) -> TaskConfig:

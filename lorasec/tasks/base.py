@@ -11,8 +11,10 @@ config, listing names or printing a table never imports torch.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -63,11 +65,17 @@ class Task:
     # "module:function": (this task's stored rows) -> list[Section] for `lorasec report`; imported only by the report
     report: str | None = None
 
-    def run(self, cfg: TaskConfig, seeds: dict[str, int], progress: bool) -> TaskOutput:
+    def run(self, cfg: TaskConfig, seeds: dict[str, int], progress: bool, artifacts: Path | None = None
+            ) -> TaskOutput:
+        """Run the pipeline; `artifacts` (the cell's directory for files, when it runs against a store) goes to a
+        pipeline that takes an `artifacts` argument, so one that writes no files takes just (config, seeds,
+        progress)."""
         fn = self.pipeline
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
+        if "artifacts" in inspect.signature(fn).parameters:
+            return fn(cfg, seeds, progress, artifacts=artifacts)
         return fn(cfg, seeds, progress)
 
 

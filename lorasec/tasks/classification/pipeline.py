@@ -1,19 +1,23 @@
-"""The classification pipeline, top to bottom: config -> model, data, attack, method -> train -> evaluate -> result.
+"""The classification pipeline, top to bottom: config -> data, poison, defend -> model, adapt -> train -> analyse
+-> evaluate (validation, test, triggered test; with the defense's input filter) -> result.
 
 Every stage is a plain function; this file only wires them. The returned record is what the store keeps
 (the engine adds the config, seeds and environment): enough to recompute every number without rerunning
-(poisoned row ids, per-sample predictions).
+(poisoned and removed row ids, per-sample predictions on every split, each filter's score and decision).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
+from lorasec.analyses import Trained, run_analyses
 from lorasec.attacks import poison, triggered_test_set
 from lorasec.data import load_splits
 from lorasec.data.text import TextDataset
+from lorasec.defenses import DEFENSES, Context
 from lorasec.environment import Stages
 from lorasec.methods import adapt
 from lorasec.metrics.classification import (
@@ -34,31 +38,87 @@ def outputs(ds: TextDataset, probs: np.ndarray) -> dict:
             "probs": np.round(probs, 6).tolist()}
 
 
-def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True) -> TaskOutput:
+def removal_metrics(removed: np.ndarray, poisoned: np.ndarray, n: int) -> dict:
+    """Precision and recall of a training-set filter's removed rows against the poisoned rows (positions)."""
+    removed, poisoned = set(removed.tolist()), set(poisoned.tolist())
+    hit = len(removed & poisoned)
+    return {"n_rows": n, "n_removed": len(removed), "n_poisoned": len(poisoned), "n_poisoned_removed": hit,
+            "precision": hit / len(removed) if removed else None,
+            "recall": hit / len(poisoned) if poisoned else None}
+
+
+def filtered_metrics(labels: np.ndarray, preds: np.ndarray, rejected: np.ndarray, n_classes: int) -> dict:
+    """Clean accuracy over the inputs the filter answers, and the share it rejects (FRR on clean inputs)."""
+    kept = ~rejected
+    out = {"rejected_share": float(rejected.mean()) if len(rejected) else 0.0}
+    return out | {"accepted": classification_metrics(labels[kept], preds[kept], n_classes) if kept.any() else None}
+
+
+def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,
+        artifacts: Path | None = None) -> TaskOutput:
     """Run one classification audit cell: its result record and the trained model."""
     stages = Stages()
     splits = load_splits(cfg.data, cfg.seed)
     poisoned = poison(splits.train, cfg.attack, np.random.default_rng(seeds["poison"]))
     triggered = triggered_test_set(splits.test, cfg.attack, np.random.default_rng(seeds["trigger"]))
+    defense = DEFENSES.get(cfg.defense.kind)
+    ctx = Context(val=splits.val, rng=np.random.default_rng(seeds["defend"]))
+    kept = defense.train_filter(poisoned.data, cfg.defense, ctx) if defense.train_filter else None
+    train_set = poisoned.data.subset(kept.rows) if kept is not None else poisoned.data
     clf = load_classifier(cfg.model, splits.train.n_classes, seeds["head"])
     adapted = adapt(clf.model, cfg.method, seeds["adapt"])
     stages.done("setup")
 
-    log = train(adapted, clf.tokenizer, poisoned.data, cfg.train, cfg.lr(), seeds["train"], progress=progress,
+    log = train(adapted, clf.tokenizer, train_set, cfg.train, cfg.lr(), seeds["train"], progress=progress,
                 label=cfg.label())
     stages.done("train")
 
     model = adapted.model
+    analyses = run_analyses(Trained(model, clf.tokenizer, cfg.method, adapted.trainable, artifacts), cfg.analyses)
+    if cfg.analyses:
+        stages.done("analyses")
+
     ev = cfg.eval
+    n_classes = splits.test.n_classes
     clean_probs = predict_proba(model, clf.tokenizer, splits.test, ev.batch_size, ev.max_length, progress)
-    metrics: dict = {"clean": classification_metrics(splits.test.labels, clean_probs.argmax(1), splits.test.n_classes)}
+    metrics: dict = {"clean": classification_metrics(splits.test.labels, clean_probs.argmax(1), n_classes)}
     per_sample = {"clean": outputs(splits.test, clean_probs)}
+    if len(splits.val):
+        val_probs = predict_proba(model, clf.tokenizer, splits.val, ev.batch_size, ev.max_length, progress)
+        metrics["val"] = classification_metrics(splits.val.labels, val_probs.argmax(1), n_classes)
+        per_sample["val"] = outputs(splits.val, val_probs)
+    trig_probs = None
     if triggered is not None:
         trig_probs = predict_proba(model, clf.tokenizer, triggered, ev.batch_size, ev.max_length, progress)
         metrics["backdoor"] = backdoor_metrics(triggered.labels, trig_probs.argmax(1), cfg.attack.target)
         metrics["backdoor"]["clean_to_target"] = to_target_rate(splits.test.labels, clean_probs.argmax(1),
                                                                 cfg.attack.target)
         per_sample["triggered"] = outputs(triggered, trig_probs) | {"texts": list(triggered.texts)}
+
+    defended: dict = {"kind": cfg.defense.kind}
+    if kept is not None:
+        removed = np.setdiff1d(np.arange(len(poisoned.data)), kept.rows)
+        defended["removed_ids"] = poisoned.clean.ids[removed].tolist()
+        defended["train_scores"] = [None if np.isnan(x) else float(x) for x in kept.scores]
+        metrics["train_filter"] = removal_metrics(removed, poisoned.poisoned, len(poisoned.data))
+    if defense.input_filter is not None:
+        ctx = Context(val=splits.val, model=model, tokenizer=clf.tokenizer, rng=ctx.rng)
+        sets = {"clean": (splits.test, clean_probs)}
+        if triggered is not None:
+            sets["triggered"] = (triggered, trig_probs)
+        inputs: dict = {}
+        for name, (ds, _) in sets.items():
+            verdict = defense.input_filter(ds, cfg.defense, ctx)
+            per_sample[name] |= {"filter_scores": [float(x) for x in verdict.scores],
+                                 "rejected": [bool(x) for x in verdict.rejected]}
+            inputs[name] = verdict.rejected
+        filt = filtered_metrics(splits.test.labels, clean_probs.argmax(1), inputs["clean"], n_classes)
+        metrics["input_filter"] = {"frr": filt["rejected_share"], "clean_accepted": filt["accepted"]}
+        if triggered is not None:
+            rej = inputs["triggered"]
+            hit = (trig_probs.argmax(1) == cfg.attack.target) & ~rej
+            metrics["input_filter"] |= {"detection_recall": float(rej.mean()),
+                                        "asr_after": float(hit.mean()) if len(hit) else None}
     stages.done("eval")
 
     rows = poisoned.poisoned
@@ -71,10 +131,13 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True)
             "trained_labels": poisoned.data.labels[rows].tolist(),
             "trained_texts": {str(poisoned.clean.ids[i]): poisoned.data.texts[i] for i in changed_text},
         },
+        "defense": defended,
         "outputs": per_sample,
-        "data": {"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
-                 "n_classes": splits.train.n_classes, "label_names": list(splits.train.label_names),
-                 "train_ids": splits.train.ids.tolist()},
+        "analyses": analyses,
+        "data": {"n_train": len(splits.train), "n_trained_on": len(train_set), "n_val": len(splits.val),
+                 "n_test": len(splits.test), "n_classes": splits.train.n_classes,
+                 "label_names": list(splits.train.label_names), "train_ids": splits.train.ids.tolist(),
+                 "val_ids": splits.val.ids.tolist()},
         "model": clf.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
         "train": asdict(log),
         "timings": stages.timings,

@@ -81,8 +81,8 @@ class MemorizationConfig(TaskConfig):
             raise ValueError(f"duplication needs {dup} members but records.n_members is {self.records.n_members}")
         return self
 
-    def lr(self) -> float:
-        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.kind]
+    def defaults(self) -> dict[str, object]:
+        return {"train.lr": DEFAULT_LR[self.method.kind]}
 
     def label(self) -> str:
         m = self.method

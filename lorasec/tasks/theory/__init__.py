@@ -60,6 +60,9 @@ class TheoryConfig(TaskConfig):
             raise ValueError(f"params: {self.params!r} needs cell.method.kind 'lora'")
         return self
 
+    def defaults(self) -> dict[str, object]:
+        return {"probes.max_length": self.cell.train.max_length}
+
     def lr(self) -> float:
         return self.cell.lr()
 
@@ -75,8 +78,9 @@ TASK = TASKS.add("theory", Task(
     name="theory",
     config=TheoryConfig,
     pipeline="lorasec.tasks.theory.pipeline:run",
-    # the classification stages first, in their order, so the embedded cells get the classification cell's seeds
-    stages=(*CLASSIFICATION.stages, "probe"),
+    # every classification stage, so the embedded cells get the classification cell's seeds (a seed depends on its
+    # position: "probe" keeps the place it had before the classification task appended "defend")
+    stages=(*CLASSIFICATION.stages[:5], "probe", *CLASSIFICATION.stages[5:]),
     table=theory_table,
     check=check,
     report="lorasec.tasks.theory.report:sections",

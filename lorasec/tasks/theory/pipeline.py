@@ -15,14 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from lorasec.analyses import m_delta
 from lorasec.attacks import poison, triggered_test_set
 from lorasec.config import LoraMethod
 from lorasec.data import load_splits
 from lorasec.environment import Stages, release_freed_memory
-from lorasec.methods import adapt, lora_a_matrices
+from lorasec.methods import adapt
 from lorasec.metrics.classification import predict_proba
 from lorasec.metrics.ntk import encode_probes, entk, flat, param_names, parameter_count
-from lorasec.metrics.spectra import effective_rank, eigenvalues, m_delta_summary, proxies, renyi_entropy
+from lorasec.metrics.spectra import effective_rank, eigenvalues, proxies, renyi_entropy
 from lorasec.models.classifier import load_classifier
 from lorasec.store import config_key
 from lorasec.tasks.base import TaskOutput
@@ -117,24 +118,6 @@ def centred_logits(model: nn.Module, tokenizer, ds, cfg) -> np.ndarray:
     return logp - logp.mean(axis=1, keepdims=True)
 
 
-def m_delta_layers(model: nn.Module, method) -> dict[str, dict]:
-    """M_Δ summary of each LoRA layer's A (see lorasec.metrics.spectra.m_delta_summary)."""
-    if not isinstance(method, LoraMethod):
-        return {}
-    scale = method.alpha / method.rank
-    return {n.replace(".lora_A.default.weight", ""): m_delta_summary(a.detach().double().numpy(), scale)
-            for n, a in lora_a_matrices(model).items()}
-
-
-def m_delta_cell(layers: dict[str, dict]) -> dict | None:
-    """Over a cell's LoRA layers: share of layers where M_Δ is NSD, mean largest and mean average eigenvalue."""
-    if not layers:
-        return None
-    v = list(layers.values())
-    out = {k: float(np.mean([x[k] for x in v])) for k in ("max", "mean", "max_scaled", "mean_scaled")}
-    return out | {f"nsd_share{t}": float(np.mean([x[f"nsd{t}"] for x in v])) for t in ("", "_scaled")}
-
-
 def cell_proxies(method, layers: dict[str, dict], hidden: int) -> dict | None:
     """H1′, H2′ for LoRA (init variance from the config, or peft's default), and for full fine-tuning at its
     coincidence point r = d, scale = 1; None for head-only (no adapter: the proxies say nothing)."""
@@ -164,7 +147,7 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
     clf = load_classifier(cell.model, splits.train.n_classes, seeds["head"])
     init = adapt(clf.model, cell.method, seeds["adapt"]).model.eval()
     probes = choose_probes(splits, poisoned, triggered, cfg, np.random.default_rng(seeds["probe"]))
-    enc = encode_probes(clf.tokenizer, probes["texts"], cfg.probes.max_length or cell.train.max_length)
+    enc = encode_probes(clf.tokenizer, probes["texts"], cfg.probes.max_length)
     names = param_names(init, cfg.params)
     stages.done("setup")
 
@@ -185,7 +168,7 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
     logits = {k: centred_logits(m, clf.tokenizer, splits.test, cell) for k, m in models.items()}
     fn_num = float(np.linalg.norm(logits["clean"] - logits["poisoned"]))
     fn_den = float(np.linalg.norm(logits["clean"] - logits["init"]))
-    layers = {k: m_delta_layers(m, cell.method) for k, m in models.items()}
+    layers = {k: m_delta.layers(m, cell.method) for k, m in models.items()}
     hidden = int(getattr(getattr(clf.model, "config", None), "hidden_size", 0) or 0)
     stages.done("derive")
 
@@ -200,7 +183,7 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
         "m_weights": m_weights,
         "m_function": fn_num / fn_den if fn_den > 0 else 0.0,
         "kernel": numbers,
-        "m_delta": {k: m_delta_cell(v) for k, v in layers.items()},
+        "m_delta": {k: m_delta.summary(v) for k, v in layers.items()},
         "proxies": cell_proxies(cell.method, layers["init"], hidden),
     }
     n, _, c, _ = kernels["init"].shape
