@@ -49,6 +49,8 @@ def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False, st
         "timings": {**out.record.get("timings", {}), "total_s": total},
         "environment": environment(),
     }
+    if task.record is not None:
+        task.record.parse(record)  # the record has the shape its readers expect, or the cell fails here
     return Run(record, out.model if keep_model else None)
 
 

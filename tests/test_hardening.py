@@ -225,7 +225,8 @@ def classification_values() -> list[Case]:
         c("max_train 0", "data.max_train", edit(data={"max_train": 0})),
         c("unknown task", "task: unknown task 'vision'", edit(task="vision")),
         c("eval batch 0", "eval.batch_size", edit(eval={"batch_size": 0})),
-        c("schema_version 2", "schema_version", edit(schema_version=2)),
+        c("schema_version 1 (older)", "schema_version", edit(schema_version=1)),
+        c("schema_version 3", "schema_version", edit(schema_version=3)),
         c("model a mapping expected", "model: Input should be a valid dictionary", edit(model=3)),
     ]
 

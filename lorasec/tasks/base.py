@@ -64,6 +64,9 @@ class Task:
     listing: dict[str, str] = field(default_factory=dict)  # `lorasec models` -> "model": CLI noun -> config field
     # "module:function": (this task's stored rows) -> list[Section] for `lorasec report`; imported only by the report
     report: str | None = None
+    # the typed stored row (a lorasec.tasks.records.Envelope subclass): the engine validates every record it builds
+    # against it, and readers parse stored rows with `record.parse(row)`
+    record: type | None = None
 
     def run(self, cfg: TaskConfig, seeds: dict[str, int], progress: bool, artifacts: Path | None = None
             ) -> TaskOutput:

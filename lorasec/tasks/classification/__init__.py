@@ -27,6 +27,7 @@ from lorasec.config import (
 from lorasec.defenses import defense_union
 from lorasec.defenses.none import NoDefense
 from lorasec.tasks.base import TASKS, Task
+from lorasec.tasks.classification.record import ClassificationRecord
 from lorasec.tasks.classification.table import comparison_table
 
 DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head_only": 1e-2}
@@ -73,10 +74,11 @@ def baseline_summary(result: dict, base: dict, cfg: ClassificationConfig) -> dic
     the floor an ASR is read against."""
     from lorasec.metrics.classification import to_target_rate
 
-    out = {"key": base["key"], "clean": base["metrics"]["clean"]}
-    if "backdoor" in result["metrics"]:
-        clean = base["outputs"]["clean"]
-        out["clean_to_target"] = to_target_rate(clean["labels"], clean["preds"], cfg.attack.target)
+    attacked, clean = ClassificationRecord.parse(result), ClassificationRecord.parse(base)
+    out = {"key": clean.key, "clean": base["metrics"]["clean"]}
+    if attacked.metrics.backdoor is not None:
+        test = clean.outputs["clean"]
+        out["clean_to_target"] = to_target_rate(test.labels, test.preds, cfg.attack.target)
     return out
 
 
@@ -124,4 +126,5 @@ TASK = TASKS.add("classification", Task(
     baseline_summary=baseline_summary,
     listing={"models": "model", "datasets": "data", "methods": "method", "attacks": "attack"},
     report="lorasec.tasks.classification.report:sections",
+    record=ClassificationRecord,
 ))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lorasec.tasks.classification.record import ClassificationRecord
+
 
 def _fmt(x: float | None, spec: str = ".3f", signed: bool = False) -> str:
     if x is None:
@@ -20,26 +22,25 @@ def _asr(asr: float | None, floor: float | None) -> str:
 
 def row(result: dict) -> dict:
     """Flat numbers for one result: what the table and the tests read."""
-    clean = result["metrics"]["clean"]
-    bd = result["metrics"].get("backdoor")
-    base = result.get("baseline")
-    cfg = result["config"]
+    r = ClassificationRecord.parse(result)
+    clean, bd, base, cfg = r.metrics.clean, r.metrics.backdoor, r.baseline, r.config
     method = cfg["method"]["kind"] + (f" r={cfg['method']['rank']}" if cfg["method"]["kind"] == "lora" else "")
     attack = cfg["attack"]["kind"] + (f" {cfg['attack']['rate']:g}" if "rate" in cfg["attack"] else "")
+    defense = cfg.get("defense", {}).get("kind", "none")
     return {
         "method": method,
-        "attack": attack,
-        "seed": cfg["seed"],
-        "cacc": clean["accuracy"],
-        "delta_cacc": clean["accuracy"] - base["clean"]["accuracy"] if base else None,
-        "f1": clean.get("f1", clean["f1_macro"]),
-        "asr": bd["asr"] if bd else None,
-        "base_to_target": base.get("clean_to_target") if base else None,
-        "triggered_accuracy": bd["triggered_accuracy"] if bd else None,
-        "n_poisoned": len(result["poisoned"]["ids"]),
-        "trainable_params": result["model"]["trainable_params"],
-        "seconds": result["timings"]["total_s"],
-        "lr": result["train"]["lr"],
+        "attack": attack + ("" if defense == "none" else f" / {defense}"),
+        "seed": r.seed,
+        "cacc": clean.accuracy,
+        "delta_cacc": r.delta_cacc,
+        "f1": clean.f1 if clean.f1 is not None else clean.f1_macro,
+        "asr": bd.asr if bd else None,
+        "base_to_target": base.clean_to_target if base else None,
+        "triggered_accuracy": bd.triggered_accuracy if bd else None,
+        "n_poisoned": len(r.poisoned.ids),
+        "trainable_params": r.model.trainable_params,  # type: ignore[attr-defined]
+        "seconds": r.timings["total_s"],
+        "lr": r.train.lr,
     }
 
 

@@ -20,6 +20,7 @@ from lorasec.config import (
     train_with_defaults,
 )
 from lorasec.tasks.base import TASKS, Task
+from lorasec.tasks.memorization.record import MemorizationRecord
 from lorasec.tasks.memorization.table import memorization_table
 
 # chosen so held-out perplexity stays near the base model's on the demo (51.1 -> 52.4 full, 54.7 LoRA);
@@ -147,4 +148,5 @@ TASK = TASKS.add("memorization", Task(
     check=check,
     listing={"models": "model", "datasets": "corpus", "methods": "method"},
     report="lorasec.tasks.memorization.report:sections",
+    record=MemorizationRecord,
 ))

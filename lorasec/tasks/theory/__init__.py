@@ -19,6 +19,7 @@ from lorasec.config import Frozen, TaskConfig
 from lorasec.tasks.base import TASKS, Task
 from lorasec.tasks.classification import TASK as CLASSIFICATION
 from lorasec.tasks.classification import ClassificationConfig
+from lorasec.tasks.theory.record import TheoryRecord
 from lorasec.tasks.theory.table import theory_table
 
 
@@ -84,4 +85,5 @@ TASK = TASKS.add("theory", Task(
     table=theory_table,
     check=check,
     report="lorasec.tasks.theory.report:sections",
+    record=TheoryRecord,
 ))

@@ -30,6 +30,7 @@ from lorasec.tasks.base import TaskOutput
 from lorasec.tasks.classification import TASK as CLASSIFICATION
 from lorasec.tasks.classification import baseline as clean_twin
 from lorasec.tasks.classification.pipeline import run as run_classification
+from lorasec.tasks.classification.record import ClassificationResult
 from lorasec.tasks.theory import TheoryConfig
 
 PEFT_DEFAULT_INIT_SCALE = 1 / 3  # peft's kaiming_uniform(a=sqrt(5)) on A: Var = 1 / (3 d_in)
@@ -172,13 +173,13 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
     hidden = int(getattr(getattr(clf.model, "config", None), "hidden_size", 0) or 0)
     stages.done("derive")
 
-    am, cm = attacked.record["metrics"], clean.record["metrics"]
-    backdoor = am.get("backdoor")
+    typed = {k: ClassificationResult.model_validate(o.record) for k, o in (("poisoned", attacked), ("clean", clean))}
+    am, cm = typed["poisoned"].metrics, typed["clean"].metrics
     metrics = {
-        "cacc": am["clean"]["accuracy"],
-        "cacc_clean": cm["clean"]["accuracy"],
-        "delta_cacc": am["clean"]["accuracy"] - cm["clean"]["accuracy"],
-        "asr": backdoor["asr"] if backdoor else None,
+        "cacc": am.clean.accuracy,
+        "cacc_clean": cm.clean.accuracy,
+        "delta_cacc": am.clean.accuracy - cm.clean.accuracy,
+        "asr": am.backdoor.asr if am.backdoor else None,
         "m_params": m_params,
         "m_weights": m_weights,
         "m_function": fn_num / fn_den if fn_den > 0 else 0.0,
@@ -194,9 +195,9 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
         "spectra": spectra,
         "m_delta": layers,
         "probes": probes,
-        "cells": {"poisoned": {"key": config_key(cell), "metrics": am,
-                               "poisoned_ids": attacked.record["poisoned"]["ids"]},
-                  "clean": {"key": config_key(twin), "metrics": cm}},
+        "cells": {"poisoned": {"key": config_key(cell), "metrics": attacked.record["metrics"],
+                               "poisoned_ids": typed["poisoned"].poisoned.ids},
+                  "clean": {"key": config_key(twin), "metrics": clean.record["metrics"]}},
         "model": attacked.record["model"],
         "train": {"poisoned": attacked.record["train"], "clean": clean.record["train"]},
         "data": {k: v for k, v in attacked.record["data"].items() if k != "train_ids"},
