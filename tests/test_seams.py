@@ -276,3 +276,25 @@ def test_head_only_on_a_tied_language_model_trains_the_lm_head_and_leaves_the_em
     assert torch.equal(model.get_input_embeddings().weight, emb_before)
     assert not torch.equal(model.lm_head.weight, emb_before)
 
+
+
+# --- the theory arm reads stored trained models instead of training them again ---------------------------------
+
+
+@pytest.mark.parametrize("method", [{"kind": "lora", "rank": 4}, {"kind": "full"}])
+def test_a_theory_cell_reads_its_stored_classification_cells_and_gets_the_same_numbers(tiny_cfg, tmp_path, method):
+    cell = tiny_cfg | {"method": method, "train": {"steps": 5}, "analyses": [{"kind": "adapter_export"}]}
+    theory = {"task": "theory", "seed": tiny_cfg["seed"], "cell": {k: v for k, v in cell.items() if k != "seed"},
+              "probes": {"n_pairs": 3, "n_clean_train": 3, "n_test": 3}}
+    store = tmp_path / "t.db"
+    stored_cell = audit(parse_config(cell), store, progress=False)  # the attacked cell and its clean twin, exported
+    reused = audit(parse_config(theory), store, progress=False)
+    assert reused["cells"]["poisoned"]["reused"] is True and reused["cells"]["clean"]["reused"] is True
+    assert reused["cells"]["poisoned"]["key"] == stored_cell["key"]
+    assert reused["cells"]["poisoned"]["metrics"] == stored_cell["metrics"]
+    assert reused["train"]["poisoned"] == stored_cell["train"]
+
+    fresh = lorasec.run(parse_config(theory), progress=False).record  # no store: trains both cells itself
+    assert fresh["cells"]["poisoned"]["reused"] is False
+    assert fresh["metrics"] == reused["metrics"]
+    assert fresh["kernels"] == reused["kernels"]

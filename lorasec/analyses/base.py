@@ -17,13 +17,15 @@ from lorasec.registry import Registry
 @dataclass(frozen=True)
 class Trained:
     """What an analysis reads: the trained model (peft-wrapped for LoRA), its tokenizer, the method's config and the
-    names of the parameters that trained, and the directory its files go to (None: write nothing)."""
+    names of the parameters that trained, the directory its files go to (None: write nothing) and the training
+    log."""
 
     model: Any
     tokenizer: Any
     method: Any  # MethodConfig
     trainable: tuple[str, ...]
     artifacts: Path | None = None
+    train: dict | None = None  # the training log (steps, losses, lrs, ...)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ Every stage is a plain function; this file only wires them. The returned record 
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from lorasec.metrics.classification import (
 from lorasec.models.classifier import load_classifier
 from lorasec.tasks.base import TaskOutput
 from lorasec.tasks.classification import ClassificationConfig
-from lorasec.train import train
+from lorasec.train import TrainLog, train
 
 
 def outputs(ds: TextDataset, probs: np.ndarray) -> dict:
@@ -54,10 +55,22 @@ def filtered_metrics(labels: np.ndarray, preds: np.ndarray, rejected: np.ndarray
     return out | {"accepted": classification_metrics(labels[kept], preds[kept], n_classes) if kept.any() else None}
 
 
-def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,
-        artifacts: Path | None = None) -> TaskOutput:
-    """Run one classification audit cell: its result record and the trained model."""
-    stages = Stages()
+@dataclass
+class Prepared:
+    """A cell up to training: its splits, the poisoned (and defended) training set, the triggered test set and the
+    adapted model at its initialisation."""
+
+    splits: Any
+    poisoned: Any  # PoisonedDataset
+    triggered: TextDataset | None
+    kept: Any  # Kept, or None without a training-set filter
+    train_set: TextDataset
+    clf: Any  # Classifier: model, tokenizer, info
+    adapted: Any  # Adapted
+
+
+def prepare(cfg: ClassificationConfig, seeds: dict[str, int]) -> Prepared:
+    """Data, poison, defend (training-set filter), model and method: everything before the first step."""
     splits = load_splits(cfg.data, cfg.seed)
     poisoned = poison(splits.train, cfg.attack, np.random.default_rng(seeds["poison"]))
     triggered = triggered_test_set(splits.test, cfg.attack, np.random.default_rng(seeds["trigger"]))
@@ -67,34 +80,57 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,
     train_set = poisoned.data.subset(kept.rows) if kept is not None else poisoned.data
     clf = load_classifier(cfg.model, splits.train.n_classes, seeds["head"])
     adapted = adapt(clf.model, cfg.method, seeds["adapt"])
+    return Prepared(splits, poisoned, triggered, kept, train_set, clf, adapted)
+
+
+def fit(p: Prepared, cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True) -> TrainLog:
+    """Train the prepared model in place."""
+    return train(p.adapted, p.clf.tokenizer, p.train_set, cfg.train, cfg.lr(), seeds["train"], progress=progress,
+                 label=cfg.label())
+
+
+def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,
+        artifacts: Path | None = None) -> TaskOutput:
+    """Run one classification audit cell: its result record and the trained model."""
+    stages = Stages()
+    p = prepare(cfg, seeds)
     stages.done("setup")
-
-    log = train(adapted, clf.tokenizer, train_set, cfg.train, cfg.lr(), seeds["train"], progress=progress,
-                label=cfg.label())
+    log = fit(p, cfg, seeds, progress)
     stages.done("train")
-
-    model = adapted.model
-    analyses = run_analyses(Trained(model, clf.tokenizer, cfg.method, adapted.trainable, artifacts), cfg.analyses)
+    analyses = run_analyses(Trained(p.adapted.model, p.clf.tokenizer, cfg.method, p.adapted.trainable, artifacts,
+                                    asdict(log)), cfg.analyses)
     if cfg.analyses:
         stages.done("analyses")
+    record = evaluate(p, cfg, seeds, asdict(log), progress)
+    stages.done("eval")
+    record |= {"analyses": analyses, "timings": stages.timings, "memory": stages.memory}
+    return TaskOutput(record, p.adapted.model)
 
+
+def evaluate(p: Prepared, cfg: ClassificationConfig, seeds: dict[str, int], train_log: dict,
+             progress: bool = True) -> dict:
+    """The trained model on the validation, test and triggered test sets (through the defense's input filter when
+    it has one): the record's metrics, per-sample outputs, poisoned and removed rows, data and model."""
+    splits, poisoned, triggered, kept = p.splits, p.poisoned, p.triggered, p.kept
+    model, tokenizer = p.adapted.model, p.clf.tokenizer
     ev = cfg.eval
     n_classes = splits.test.n_classes
-    clean_probs = predict_proba(model, clf.tokenizer, splits.test, ev.batch_size, ev.max_length, progress)
+    clean_probs = predict_proba(model, tokenizer, splits.test, ev.batch_size, ev.max_length, progress)
     metrics: dict = {"clean": classification_metrics(splits.test.labels, clean_probs.argmax(1), n_classes)}
     per_sample = {"clean": outputs(splits.test, clean_probs)}
     if len(splits.val):
-        val_probs = predict_proba(model, clf.tokenizer, splits.val, ev.batch_size, ev.max_length, progress)
+        val_probs = predict_proba(model, tokenizer, splits.val, ev.batch_size, ev.max_length, progress)
         metrics["val"] = classification_metrics(splits.val.labels, val_probs.argmax(1), n_classes)
         per_sample["val"] = outputs(splits.val, val_probs)
     trig_probs = None
     if triggered is not None:
-        trig_probs = predict_proba(model, clf.tokenizer, triggered, ev.batch_size, ev.max_length, progress)
+        trig_probs = predict_proba(model, tokenizer, triggered, ev.batch_size, ev.max_length, progress)
         metrics["backdoor"] = backdoor_metrics(triggered.labels, trig_probs.argmax(1), cfg.attack.target)
         metrics["backdoor"]["clean_to_target"] = to_target_rate(splits.test.labels, clean_probs.argmax(1),
                                                                 cfg.attack.target)
         per_sample["triggered"] = outputs(triggered, trig_probs) | {"texts": list(triggered.texts)}
 
+    defense = DEFENSES.get(cfg.defense.kind)
     defended: dict = {"kind": cfg.defense.kind}
     if kept is not None:
         removed = np.setdiff1d(np.arange(len(poisoned.data)), kept.rows)
@@ -102,28 +138,25 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,
         defended["train_scores"] = [None if np.isnan(x) else float(x) for x in kept.scores]
         metrics["train_filter"] = removal_metrics(removed, poisoned.poisoned, len(poisoned.data))
     if defense.input_filter is not None:
-        ctx = Context(val=splits.val, model=model, tokenizer=clf.tokenizer, rng=ctx.rng)
-        sets = {"clean": (splits.test, clean_probs)}
-        if triggered is not None:
-            sets["triggered"] = (triggered, trig_probs)
-        inputs: dict = {}
-        for name, (ds, _) in sets.items():
+        ctx = Context(val=splits.val, model=model, tokenizer=tokenizer, rng=np.random.default_rng(seeds["defend"]))
+        sets = {"clean": splits.test} | ({"triggered": triggered} if triggered is not None else {})
+        rejected: dict = {}
+        for name, ds in sets.items():
             verdict = defense.input_filter(ds, cfg.defense, ctx)
             per_sample[name] |= {"filter_scores": [float(x) for x in verdict.scores],
                                  "rejected": [bool(x) for x in verdict.rejected]}
-            inputs[name] = verdict.rejected
-        filt = filtered_metrics(splits.test.labels, clean_probs.argmax(1), inputs["clean"], n_classes)
+            rejected[name] = verdict.rejected
+        filt = filtered_metrics(splits.test.labels, clean_probs.argmax(1), rejected["clean"], n_classes)
         metrics["input_filter"] = {"frr": filt["rejected_share"], "clean_accepted": filt["accepted"]}
         if triggered is not None:
-            rej = inputs["triggered"]
+            rej = rejected["triggered"]
             hit = (trig_probs.argmax(1) == cfg.attack.target) & ~rej
             metrics["input_filter"] |= {"detection_recall": float(rej.mean()),
                                         "asr_after": float(hit.mean()) if len(hit) else None}
-    stages.done("eval")
 
     rows = poisoned.poisoned
     changed_text = [i for i in rows if poisoned.data.texts[i] != poisoned.clean.texts[i]]
-    record = {
+    return {
         "metrics": metrics,
         "poisoned": {
             "ids": poisoned.clean.ids[rows].tolist(),
@@ -133,14 +166,10 @@ def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,
         },
         "defense": defended,
         "outputs": per_sample,
-        "analyses": analyses,
-        "data": {"n_train": len(splits.train), "n_trained_on": len(train_set), "n_val": len(splits.val),
+        "data": {"n_train": len(splits.train), "n_trained_on": len(p.train_set), "n_val": len(splits.val),
                  "n_test": len(splits.test), "n_classes": splits.train.n_classes,
                  "label_names": list(splits.train.label_names), "train_ids": splits.train.ids.tolist(),
                  "val_ids": splits.val.ids.tolist()},
-        "model": clf.info | {"trainable_params": adapted.n_trainable, "total_params": adapted.n_total},
-        "train": asdict(log),
-        "timings": stages.timings,
-        "memory": stages.memory,
+        "model": p.clf.info | {"trainable_params": p.adapted.n_trainable, "total_params": p.adapted.n_total},
+        "train": train_log,
     }
-    return TaskOutput(record, model)

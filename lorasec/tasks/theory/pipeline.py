@@ -10,26 +10,25 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from lorasec.analyses import m_delta
-from lorasec.attacks import poison, triggered_test_set
+from lorasec.analyses.adapter_export import exported, restore
 from lorasec.config import LoraMethod
-from lorasec.data import load_splits
 from lorasec.environment import Stages, release_freed_memory
-from lorasec.methods import adapt
 from lorasec.metrics.classification import predict_proba
 from lorasec.metrics.ntk import encode_probes, entk, flat, param_names, parameter_count
 from lorasec.metrics.spectra import effective_rank, eigenvalues, proxies, renyi_entropy
-from lorasec.models.classifier import load_classifier
 from lorasec.store import config_key
 from lorasec.tasks.base import TaskOutput
 from lorasec.tasks.classification import TASK as CLASSIFICATION
 from lorasec.tasks.classification import baseline as clean_twin
-from lorasec.tasks.classification.pipeline import run as run_classification
+from lorasec.tasks.classification.pipeline import Prepared, evaluate, fit, prepare
 from lorasec.tasks.classification.record import ClassificationResult
 from lorasec.tasks.theory import TheoryConfig
 
@@ -131,28 +130,43 @@ def cell_proxies(method, layers: dict[str, dict], hidden: int) -> dict | None:
     return None
 
 
-def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> TaskOutput:
+def trained_cell(c, seeds: dict[str, int], progress: bool, root: Path | None) -> tuple[Prepared, dict, bool]:
+    """One classification cell trained: read from its stored export (`analyses: [{kind: adapter_export}]` in a
+    store beside this one) when there is one, else trained here. Returns the prepared cell with its trained model,
+    its record (what the classification pipeline would store) and whether the training was read, not run."""
+    p = prepare(c, seeds)
+    where = root / config_key(c) if root is not None else None
+    reused = exported(where)
+    if reused:
+        train_log = restore(p.adapted.model, c.method, p.adapted.trainable, where)
+        p.adapted.model.eval()
+    else:
+        train_log = asdict(fit(p, c, seeds, progress))
+    return p, evaluate(p, c, seeds, train_log, progress), reused
+
+
+def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True,
+        artifacts: Path | None = None) -> TaskOutput:
     """Run one theory cell: its record (no model is kept)."""
     stages = Stages()
     cell, twin = cfg.cell, clean_twin(cfg.cell)
     cls_seeds = {s: seeds[s] for s in CLASSIFICATION.stages}
-    attacked = run_classification(cell, cls_seeds, progress)
+    root = artifacts.parent if artifacts is not None else None  # every cell's artifacts sit side by side
+    attacked_p, attacked_record, attacked_reused = trained_cell(cell, cls_seeds, progress, root)
     stages.done("train_poisoned")
-    clean = run_classification(twin, cls_seeds, progress)
+    clean_p, clean_record, clean_reused = trained_cell(twin, cls_seeds, progress, root)
     stages.done("train_clean")
 
     # the shared initialisation and the probes, from the same components and seeds as the two runs
-    splits = load_splits(cell.data, cell.seed)
-    poisoned = poison(splits.train, cell.attack, np.random.default_rng(seeds["poison"]))
-    triggered = triggered_test_set(splits.test, cell.attack, np.random.default_rng(seeds["trigger"]))
-    clf = load_classifier(cell.model, splits.train.n_classes, seeds["head"])
-    init = adapt(clf.model, cell.method, seeds["adapt"]).model.eval()
+    init_p = prepare(cell, cls_seeds)
+    splits, poisoned, triggered, clf = init_p.splits, init_p.poisoned, init_p.triggered, init_p.clf
+    init = init_p.adapted.model.eval()
     probes = choose_probes(splits, poisoned, triggered, cfg, np.random.default_rng(seeds["probe"]))
     enc = encode_probes(clf.tokenizer, probes["texts"], cfg.probes.max_length)
     names = param_names(init, cfg.params)
     stages.done("setup")
 
-    models = {"init": init, "clean": clean.model, "poisoned": attacked.model}
+    models = {"init": init, "clean": clean_p.adapted.model, "poisoned": attacked_p.adapted.model}
     kernels = {k: entk(m, enc, names) for k, m in models.items()}
     stages.done("kernels")
 
@@ -173,7 +187,8 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
     hidden = int(getattr(getattr(clf.model, "config", None), "hidden_size", 0) or 0)
     stages.done("derive")
 
-    typed = {k: ClassificationResult.model_validate(o.record) for k, o in (("poisoned", attacked), ("clean", clean))}
+    typed = {k: ClassificationResult.model_validate(r | {"analyses": {}, "timings": {}, "memory": {}})
+             for k, r in (("poisoned", attacked_record), ("clean", clean_record))}
     am, cm = typed["poisoned"].metrics, typed["clean"].metrics
     metrics = {
         "cacc": am.clean.accuracy,
@@ -195,12 +210,12 @@ def run(cfg: TheoryConfig, seeds: dict[str, int], progress: bool = True) -> Task
         "spectra": spectra,
         "m_delta": layers,
         "probes": probes,
-        "cells": {"poisoned": {"key": config_key(cell), "metrics": attacked.record["metrics"],
-                               "poisoned_ids": typed["poisoned"].poisoned.ids},
-                  "clean": {"key": config_key(twin), "metrics": clean.record["metrics"]}},
-        "model": attacked.record["model"],
-        "train": {"poisoned": attacked.record["train"], "clean": clean.record["train"]},
-        "data": {k: v for k, v in attacked.record["data"].items() if k != "train_ids"},
+        "cells": {"poisoned": {"key": config_key(cell), "metrics": attacked_record["metrics"],
+                               "poisoned_ids": typed["poisoned"].poisoned.ids, "reused": attacked_reused},
+                  "clean": {"key": config_key(twin), "metrics": clean_record["metrics"], "reused": clean_reused}},
+        "model": attacked_record["model"],
+        "train": {"poisoned": attacked_record["train"], "clean": clean_record["train"]},
+        "data": {k: v for k, v in attacked_record["data"].items() if k not in ("train_ids", "val_ids")},
         "timings": stages.timings,
         "memory": stages.memory,
     }
