@@ -23,9 +23,10 @@ from lorasec.train import train_encoded
 
 MEMORIZATION = {"task": "memorization", "model": {"name": "tiny-llama", "size": "xs"}, "corpus": {"name": "moby-dick"},
                 "method": {"kind": "lora", "rank": 16, "alpha": 32}}
-# config_key of these configs before `train.checkpointing` existed (computed with the previous commit's code)
-OLD_KEYS = {"classification": "3bbce2ab63b6302f408620b41b3c1200ff7f6f913b9eb7d38924fd4a05eecfed",
-            "memorization": "4c998916fe3b7782e95eb65997ac07e0d4ab74f3ac993fb9ce64d0a57b655f64"}
+# config_key of these configs under schema 2 (defaults resolved into the config), pinned so that a change of the
+# key rule shows here; schema 1's keys (3bbce2ab..., 4c998916...) moved on purpose when the lr default was resolved
+OLD_KEYS = {"classification": "e3ba1688adbb570dfca98804ba8d8f5f19b57d288faf679d629e3513e9767b2b",
+            "memorization": "f65b644ea696937125e5891931ad276ac99c41f0e97ef09212c6ed42bf4ecfa8"}
 
 
 def old_rule(cfg) -> str:
