@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import inspect
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from lorasec.errors import InputError
 from lorasec.config import SCHEMA_VERSION
+from lorasec.errors import InputError
 from lorasec.store import check_store, failures, open_store, results, schema_counts
 from lorasec.tasks import TASKS
 from lorasec.tasks.base import Section
-from lorasec.tasks.evidence import CI_LEVEL, MIN_SEEDS, N_BOOT
+from lorasec.tasks.evidence import CI_LEVEL, MIN_SEEDS, N_BOOT, flatten, parse_value
 
 FORMATS = ("md", "html")
 
@@ -52,12 +53,32 @@ def load(store: Path) -> tuple[list[dict], list[dict], int]:
     return rows, failed, older
 
 
-def task_sections(name: str, rows: list[dict]) -> list[Section]:
+Compare = tuple[tuple[str, object], ...]
+
+
+def parse_compare(specs: Iterable[str], rows: list[dict]) -> Compare:
+    """`--compare FIELD=REFERENCE` (a dotted config field and its reference value, JSON when it parses): a study's
+    own comparison beside the tasks' declared ones. The field must be one some stored config has."""
+    known = sorted({k for r in rows for k in flatten(r["config"])} - {"seed"})
+    out = []
+    for spec in specs:
+        name, eq, text = spec.partition("=")
+        if not eq or not name or not text:
+            raise InputError(f"--compare: {spec!r} is not FIELD=REFERENCE (e.g. train.precision=fp32)")
+        if name not in known:
+            raise InputError(f"--compare: {name!r} is in no stored config; fields: {', '.join(known)}")
+        out.append((name, parse_value(text)))
+    return tuple(out)
+
+
+def task_sections(name: str, rows: list[dict], compare: Compare = ()) -> list[Section]:
     task = TASKS.get(name)
     if not task.report:
         return [Section(f"{name}: {len(rows)} cells", f"Task `{name}` contributes no report section.")]
     module, _, attr = task.report.partition(":")
-    return getattr(importlib.import_module(module), attr)(rows)
+    fn = getattr(importlib.import_module(module), attr)
+    # a task's report that reads declared comparisons takes the study's own as `compare`
+    return fn(rows, compare) if compare and "compare" in inspect.signature(fn).parameters else fn(rows)
 
 
 def failure_section(failed: list[dict]) -> Section:
@@ -83,8 +104,9 @@ def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]
             "\n\nHow to read the numbers: cells are grouped by every config field except the seed; n is the number "
             "of seeds. *std* is the sample standard deviation (ddof=1); the interval is the 95% percentile "
             f"bootstrap of the mean over seeds ({N_BOOT} resamples, fixed seed, so the same store gives the same "
-            f"report). A comparison pairs two methods on the same data, attack and seed and summarises the "
-            f"per-seed differences the same way; a verdict needs n ≥ {MIN_SEEDS} and both the {CI_LEVEL:.0%} "
+            "report). A comparison pairs two sides of a declared variable (the method, a defense, a `--compare` "
+            "field) on the same everything else and seed and summarises the per-seed differences the same way; "
+            f"a verdict needs n ≥ {MIN_SEEDS} and both the {CI_LEVEL:.0%} "
             "bootstrap interval and Student's t interval (the paired t-test) to exclude 0, else it reads *no "
             "difference detected* (or says why there is none). With 3-5 seeds the percentile bootstrap alone is "
             "too narrow (at n = 3 it excludes 0 whenever all three differences share a sign), which is why the t "
@@ -93,27 +115,28 @@ def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]
     return Section("Overview", text)
 
 
-def build(store: Path) -> list[Section]:
-    """Every section of the report of `store`, in order."""
+def build(store: Path, compare: Iterable[str] = ()) -> list[Section]:
+    """Every section of the report of `store`, in order; `compare` adds FIELD=REFERENCE comparisons."""
     rows, failed, older = load(store)
+    extra = parse_compare(compare, rows)
     known = TASKS.names()
     secs = [overview(Path(store), rows, failed, known, older)]
     for name in known:
         task_rows = [r for r in rows if r["config"]["task"] == name]
         if task_rows:
-            secs += task_sections(name, task_rows)
+            secs += task_sections(name, task_rows, extra)
     if failed:
         secs.append(failure_section(failed))
     return secs
 
 
-def report(store: Path, out: Path, formats: Iterable[str] = FORMATS) -> Path:
+def report(store: Path, out: Path, formats: Iterable[str] = FORMATS, compare: Iterable[str] = ()) -> Path:
     """Write the report of `store` under `out`: report.md, index.html (self-contained), figures/, tables/.
     Returns the main file (index.html when asked for, else report.md)."""
     from lorasec.report.render import write
 
     fs = check_formats(formats)
-    secs = build(store)
+    secs = build(store, compare)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return write(secs, Path(out), fs, f"lorasec report: {Path(store).name}",
                  f"Generated {stamp} from the store only (no training). Figures and tables are also in figures/ "

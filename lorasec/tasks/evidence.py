@@ -1,8 +1,10 @@
 """Evidence from stored cells: groups over seeds, bootstrap intervals, paired differences and verdicts.
 
 What every task's report section uses (pure numpy, no training stack). A *group* is every cell whose config
-is the same but for the seed; a *comparison* is a method against the reference method on the same data,
-attack and seed (LoRA - full), so seed-to-seed noise shared by both cancels in the difference.
+is the same but for the seed; a *comparison* is a treated side against the reference side on the same
+everything else and seed (LoRA - full, defended - undefended), so seed-to-seed noise shared by both cancels in
+the difference. What is compared is declared as data (`Comparing`: treatment fields, reference values, metrics
+with direction and claims); the tasks' report modules hold their declarations.
 
 Rules, stated once in the report: std is the sample standard deviation (ddof=1); the 95% interval is the
 percentile bootstrap of the mean over seeds; a verdict needs at least MIN_SEEDS paired seeds and both that
@@ -148,19 +150,115 @@ def describe(flat: dict[str, Any], fields: Iterable[str]) -> str:
     return ", ".join(parts)
 
 
+# --- comparisons declared as data ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A published claim on the sign of a paired difference (+1: the treated side higher, -1: lower), made about
+    the treated sides whose fields match `about` (paper 1's claims are about LoRA: {"method.kind": "lora"})."""
+
+    sign: int
+    text: str
+    source: str
+    about: dict[str, Any] = field(default_factory=dict)
+
+    def covers(self, treated: dict[str, Any]) -> bool:
+        return all(treated.get(k) == v for k, v in self.about.items())
+
+
+def _always(row: dict) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number read off a stored row, with its direction and words. `applies` says which rows it is read on,
+    by what the row holds (ASR only where the row has triggered-test metrics, whatever the attack is called);
+    a row where `value` is None is skipped as well."""
+
+    name: str
+    value: Callable[[dict], float | None]
+    higher_is_better: bool
+    better: str  # "more robust": said of the treated side when the difference favours it
+    worse: str
+    applies: Callable[[dict], bool] = _always
+    claims: tuple[Claim, ...] = ()
+
+    def claim_for(self, treated: dict[str, Any]) -> Claim | None:
+        return next((c for c in self.claims if c.covers(treated)), None)
+
+
+def field_matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a flattened field is one of `patterns`: a pattern ending in "." is a prefix (`method.`)."""
+    return any(name.startswith(p) if p.endswith(".") else name == p for p in patterns)
+
+
+@dataclass(frozen=True)
+class Comparing:
+    """A comparison declared as data: which config fields make the compared variable (the treatment), which
+    values are the reference side, and the metrics read on it. Pairing, verdicts, tables and figures read only
+    this; "method vs method" is one declaration, "defended vs undefended" another (tasks/*/report.py).
+
+    Two cells pair when every other field and the seed are equal. `utility`, when set, is paired beside every
+    other metric and says whether the two sides reached the same utility (`matched utility`). `label` names one
+    side in a table and `subject` the treated side in a verdict; by default both describe the treatment fields
+    that vary (`defense.kind=keyword`). `extra` adds task columns to a finding (the paper's numbers)."""
+
+    name: str
+    fields: tuple[str, ...]
+    reference: dict[str, Any]
+    metrics: tuple[Metric, ...]
+    utility: Metric | None = None
+    label: Callable[[dict[str, Any], list[str]], str] | None = None
+    subject: Callable[[dict[str, Any]], str] | None = None
+    shown: Callable[[list[dict[str, Any]]], list[str]] | None = None
+    extra: Callable[[Comparison], dict[str, Any]] | None = None
+
+    def is_treatment(self, name: str) -> bool:
+        return field_matches(name, self.fields)
+
+    def is_reference(self, treatment: dict[str, Any]) -> bool:
+        return all(treatment.get(k) == v for k, v in self.reference.items())
+
+    def shown_fields(self, configs: list[dict[str, Any]]) -> list[str]:
+        """The treatment fields worth naming in a side's label."""
+        if self.shown:
+            return self.shown(configs)
+        return [f for f in varying(configs) if self.is_treatment(f)]
+
+    def side(self, flat: dict[str, Any], shown: list[str]) -> str:
+        if self.label:
+            return self.label(flat, shown)
+        return describe(flat, [f for f in shown if self.is_treatment(f)]) or self.name
+
+    def subject_of(self, c: Comparison, shown: list[str]) -> str:
+        return self.subject(c.treated) if self.subject else self.side(c.treated, shown)
+
+    def pairs(self, rows: Iterable[dict], metric: Metric) -> list[Comparison]:
+        return paired([r for r in rows if metric.applies(r)], metric.value, self.is_treatment, self.is_reference)
+
+
+def parse_value(text: str) -> Any:
+    """A reference value from the command line: JSON when it parses (`8`, `0.5`, `null`, `true`), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def declare(field_name: str, reference: Any, metrics: Sequence[Metric], utility: Metric | None = None) -> Comparing:
+    """A study-level comparison on one field (`lorasec report --compare train.precision=fp32`): the task's metrics
+    without the paper's claims, which were made about something else."""
+    plain = tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies) for m in metrics)
+    return Comparing(field_name, (field_name,), {field_name: reference}, plain, utility)
+
+
 # --- the method as the compared variable (both shipped tasks compare fine-tuning methods) ---
 
 
-def is_treatment(field: str) -> bool:
-    """The compared variable: the method and its learning rate (papers set the rate per method)."""
-    return field.startswith("method.") or field == "train.lr"
-
-
-def is_reference(treatment: dict[str, Any]) -> bool:
-    return treatment.get("method.kind") == "full"
-
-
 SUBJECT = {"full": "full FT", "lora": "LoRA", "head_only": "head-only"}
+METHOD_FIELDS = ("method.", "train.lr")  # the method and its learning rate (papers set the rate per method)
 
 
 def shown_fields(configs: list[dict[str, Any]]) -> list[str]:
@@ -168,7 +266,7 @@ def shown_fields(configs: list[dict[str, Any]]) -> list[str]:
     by_kind: dict[Any, list[dict]] = {}
     for c in configs:
         by_kind.setdefault(c.get("method.kind"), []).append(c)
-    return sorted({f for cs in by_kind.values() for f in varying(cs) if is_treatment(f)})
+    return sorted({f for cs in by_kind.values() for f in varying(cs) if field_matches(f, METHOD_FIELDS)})
 
 
 def method_label(flat: dict[str, Any], shown: list[str]) -> str:
@@ -177,6 +275,19 @@ def method_label(flat: dict[str, Any], shown: list[str]) -> str:
     name = SUBJECT.get(kind, str(kind)) + (f" r={flat.get('method.rank')}" if kind == "lora" else "")
     extra = describe(flat, [f for f in shown if f not in ("method.kind", "method.rank")])
     return f"{name} ({extra.replace('method.', '').replace('train.', '')})" if extra else name
+
+
+def method_subject(treated: dict[str, Any]) -> str:
+    """How a finding names the treated method: "LoRA", "head-only", ..."""
+    kind = treated.get("method.kind")
+    return SUBJECT.get(kind, str(kind))
+
+
+def method_comparison(metrics: Sequence[Metric], utility: Metric | None = None,
+                      extra: Callable[[Comparison], dict[str, Any]] | None = None) -> Comparing:
+    """Each method against full fine-tuning on the same data, attack and seed."""
+    return Comparing("method", METHOD_FIELDS, {"method.kind": "full"}, tuple(metrics), utility, label=method_label,
+                     subject=method_subject, shown=shown_fields, extra=extra)
 
 
 # --- paired comparisons ------------------------------------------------------------------------------------
@@ -267,26 +378,64 @@ def claim_status(s: Stats, claimed: int | None) -> str:
     return "not shown" if d == 0 else "holds" if d == claimed else "fails"
 
 
-def subject_of(c: Comparison) -> str:
-    """How a finding names the treated method: "LoRA", "head-only", ..."""
-    kind = c.treated.get("method.kind")
-    return SUBJECT.get(kind, str(kind))
+def matched(utility: Metric, s: Stats, subject: str) -> str:
+    """Whether the two sides reached the same utility: a side that leaks less only because it learned less is
+    not a finding."""
+    if s.n < MIN_SEEDS:
+        return f"n={s.n}: utility not compared"
+    d = direction(s)
+    worse = d != 0 and (d > 0) != utility.higher_is_better
+    if worse:
+        return f"no: {subject} has {utility.worse} (learned less): leakage not compared at matched utility"
+    if d:
+        return f"yes, and {subject} also has {utility.better}"
+    return f"yes: {utility.name} difference spans 0"
 
 
-def finding_columns(c: Comparison, shown: list[str], metric: str, higher_is_better: bool, better: str, worse: str,
-                    claim: str, claim_sign: int | None, paper: str) -> dict[str, Any]:
-    """The columns every task's findings share: the comparison, its paired difference with both intervals, the
-    verdict, and the paper's claim (made about LoRA) with whether our interval shows it."""
-    claimed = claim_sign if c.treated.get("method.kind") == "lora" else None
+def finding_columns(decl: Comparing, c: Comparison, shown: list[str], metric: Metric) -> dict[str, Any]:
+    """The columns every finding has: the comparison, its paired difference with both intervals, the verdict,
+    and the claim attached to the metric (when it is about the treated side) with whether our interval shows
+    it."""
+    claim = metric.claim_for(c.treated)
     return {
-        "comparison": f"{method_label(c.treated, shown)} − {method_label(c.reference, shown)}",
-        "metric": metric,
+        "comparison": f"{decl.side(c.treated, shown)} − {decl.side(c.reference, shown)}",
+        "metric": metric.name,
         "n": c.stats.n,
         **difference_columns(c.stats),
-        "verdict": verdict(c.stats, higher_is_better, subject_of(c), better, worse),
-        "paper claim": f"{claim} ({paper})" if claimed else "",
-        "claim": claim_status(c.stats, claimed),
+        "verdict": verdict(c.stats, metric.higher_is_better, decl.subject_of(c, shown), metric.better, metric.worse),
+        "paper claim": f"{claim.text} ({claim.source})" if claim else "",
+        "claim": claim_status(c.stats, claim.sign if claim else None),
     }
+
+
+def _side_key(c: Comparison) -> tuple:
+    return frozen(c.treated), frozen(c.reference), frozen(c.context)
+
+
+def findings(rows: list[dict], comparisons: Sequence[Comparing],
+             setting: Callable[[Comparing, Comparison, list[str]], str]) -> tuple[list[dict], list[Comparison]]:
+    """One row per (declaration, metric, paired comparison), in that order, comparisons sorted by setting and
+    side; `setting(decl, c, context_fields)` names what is held equal. The rows and the comparisons behind them."""
+    all_flat = [flatten(r["config"]) for r in rows]
+    out, comps = [], []
+    for decl in comparisons:
+        shown = decl.shown_fields(all_flat)
+        ctx_fields = [f for f in varying(all_flat) if not decl.is_treatment(f) and f != "seed"]
+        util = {_side_key(c): c for c in decl.pairs(rows, decl.utility)} if decl.utility else {}
+        for metric in decl.metrics:
+            found = sorted(((setting(decl, c, ctx_fields), decl.side(c.treated, shown), i, c)
+                            for i, c in enumerate(decl.pairs(rows, metric))), key=lambda t: t[:3])
+            for where, _, _, c in found:
+                row = {"setting": where, **finding_columns(decl, c, shown, metric)}
+                if decl.utility is not None:
+                    u = util.get(_side_key(c))
+                    row["matched utility"] = matched(decl.utility, u.stats, decl.subject_of(c, shown)) \
+                        if u and metric is not decl.utility else ""
+                if decl.extra:
+                    row |= decl.extra(c)
+                out.append(row | cell_columns(c))
+                comps.append(c)
+    return out, comps
 
 
 def cell_columns(c: Comparison) -> dict[str, Any]:

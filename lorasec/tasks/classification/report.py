@@ -12,17 +12,17 @@ from typing import Any
 from lorasec.tasks.base import Section
 from lorasec.tasks.evidence import (
     SUBJECT,
+    Claim,
+    Comparing,
     Comparison,
     Group,
-    cell_columns,
+    Metric,
+    declare,
     describe,
-    finding_columns,
-    flatten,
+    findings,
     groups,
-    is_reference,
-    is_treatment,
+    method_comparison,
     method_label,
-    paired,
     shown_fields,
     stat_columns,
     varying,
@@ -80,22 +80,30 @@ def triggered_accuracy(r: dict) -> float | None:
     return bd["triggered_accuracy"] if bd else None
 
 
-# --- findings -----------------------------------------------------------------------------------------------
+# --- what is compared (declarations: adding one touches no evidence code) ------------------------------------
 
 
-def kind_of(flat: dict[str, Any]) -> str:
-    k = flat.get("attack.kind")
-    return "clean" if k == "none" else "label_flip" if k == "label_flip" else "backdoor"
+def is_clean(r: dict) -> bool:
+    return r["config"]["attack"]["kind"] == "none"
 
 
-# per attack family: metric name, value, higher is better, better / worse words, LoRA's claimed sign
-FINDINGS: dict[str, tuple[str, Callable[[dict], float | None], bool, str, str, int | None, str]] = {
-    "clean": ("clean accuracy (no attack)", cacc, True, "more accurate", "less accurate", None, ""),
-    "label_flip": ("ΔCACC vs clean baseline", delta_cacc, True, "more robust", "less robust", -1,
-                   "LoRA less robust to label flips"),
-    "backdoor": ("ASR − no-trigger floor", net_asr, False, "more robust", "less robust", -1,
-                 "LoRA more robust to backdoors"),
-}
+def has_trigger(r: dict) -> bool:
+    """A row whose attack planted a trigger: it holds triggered-test metrics, whatever the attack is called."""
+    return asr(r) is not None
+
+
+def labels_only(r: dict) -> bool:
+    """An attacked row without a trigger (label flip or any other attack on the labels): read by ΔCACC."""
+    return not is_clean(r) and not has_trigger(r)
+
+
+METRICS = (
+    Metric("clean accuracy (no attack)", cacc, True, "more accurate", "less accurate", applies=is_clean),
+    Metric("ΔCACC vs clean baseline", delta_cacc, True, "more robust", "less robust", applies=labels_only,
+           claims=(Claim(-1, "LoRA less robust to label flips", PAPER, {"method.kind": "lora"}),)),
+    Metric("ASR − no-trigger floor", net_asr, False, "more robust", "less robust", applies=has_trigger,
+           claims=(Claim(-1, "LoRA more robust to backdoors", PAPER, {"method.kind": "lora"}),)),
+)
 
 
 def paper_setting(ctx: dict[str, Any]) -> dict | None:
@@ -121,26 +129,40 @@ def paper_match(ctx: dict[str, Any], treated_kind: str | None) -> str:
             f"(LoRA − full {p['lora'] - p['full']:+.3f})")
 
 
-def comparison_rows(rows: list[dict]) -> tuple[list[dict], list[Comparison]]:
-    all_flat = [flatten(r["config"]) for r in rows]
-    shown = shown_fields(all_flat)
-    ctx_fields = [f for f in varying(all_flat) if not is_treatment(f) and f != "seed" and not f.startswith("attack.")]
-    out, comps = [], []
-    for family, (metric, value, hib, better, worse, claim_sign, claim) in FINDINGS.items():
-        fam_rows = [r for r, f in zip(rows, all_flat, strict=True) if kind_of(f) == family]
-        for c in sorted(paired(fam_rows, value, is_treatment, is_reference),
-                        key=lambda c: (describe(c.context, ["attack.kind", "attack.rate"]), method_label(
-                            c.treated, shown))):
-            attack = describe(c.context, ["attack.kind", "attack.rate"] + [f for f in c.context
-                                                                           if f.startswith("attack.trigger")])
-            out.append({
-                "setting": "; ".join(x for x in (attack, describe(c.context, ctx_fields)) if x),
-                **finding_columns(c, shown, metric, hib, better, worse, claim, claim_sign, PAPER),
-                "paper numbers": paper_match(c.context, c.treated.get("method.kind")),
-                **cell_columns(c),
-            })
-            comps.append(c)
-    return out, comps
+def paper_columns(c: Comparison) -> dict[str, Any]:
+    return {"paper numbers": paper_match(c.context, c.treated.get("method.kind"))}
+
+
+METHOD = method_comparison(METRICS, extra=paper_columns)
+def defense_label(flat: dict[str, Any], shown: list[str]) -> str:
+    """`keyword (words=['cf'])`, `none`: the defense and those of its settings that vary."""
+    params = describe(flat, [f for f in shown if f.startswith("defense.") and f != "defense.kind"])
+    kind = str(flat.get("defense.kind"))
+    return f"{kind} ({params.replace('defense.', '')})" if params else kind
+
+
+# defended against undefended on the same method, attack and seed: the defense's effect per method
+DEFENSE = Comparing("defense", ("defense.",), {"defense.kind": "none"}, METRICS, label=defense_label)
+COMPARISONS = (METHOD, DEFENSE)
+
+
+def setting(decl: Comparing, c: Comparison, ctx_fields: list[str]) -> str:
+    """The attack first, then whatever else varies and is held equal."""
+    attack = describe(c.context, ["attack.kind", "attack.rate"] + [f for f in c.context
+                                                                   if f.startswith("attack.trigger")])
+    rest = describe(c.context, [f for f in ctx_fields if not f.startswith(("attack.", "method."))])
+    method = method_label(c.context, []) if any(f.startswith("method.") for f in ctx_fields) else ""
+    return "; ".join(x for x in (attack, method, rest) if x)
+
+
+def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPARISONS
+                    ) -> tuple[list[dict], list[Comparison]]:
+    return findings(rows, comparisons, setting)
+
+
+def study(compare: tuple[tuple[str, object], ...]) -> tuple[Comparing, ...]:
+    """The task's declarations and a study's own (`lorasec report --compare FIELD=REFERENCE`)."""
+    return COMPARISONS + tuple(declare(f, v, METRICS) for f, v in compare)
 
 
 # --- groups -------------------------------------------------------------------------------------------------
@@ -200,7 +222,7 @@ def vs_rate_figure(gs: list[Group], shown: list[str], fields: list[str], value: 
     """One panel per setting (attack kind, data, model...), x = poison rate, one series per method."""
     by_panel: dict[str, list[Group]] = {}
     for g in gs:
-        by_panel.setdefault(_panel_key(g, lambda f: is_treatment(f) or f == "attack.rate", fields), []).append(g)
+        by_panel.setdefault(_panel_key(g, lambda f: METHOD.is_treatment(f) or f == "attack.rate", fields), []).append(g)
     with style():
         fig, axes = panels(len(by_panel))
         for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
@@ -215,10 +237,10 @@ def vs_rate_figure(gs: list[Group], shown: list[str], fields: list[str], value: 
 def vs_lora_field_figure(gs: list[Group], shown: list[str], fields: list[str], field: str, xlabel: str,
                          log: bool) -> Any:
     """ΔCACC (label flip) or ASR − floor (backdoor) vs a LoRA field, full fine-tuning as a reference band."""
-    attacked = [g for g in gs if kind_of(g.config) != "clean"]
+    attacked = [g for g in gs if not is_clean(g.rows[0])]
     by_panel: dict[str, list[Group]] = {}
     for g in attacked:
-        by_panel.setdefault(_panel_key(g, is_treatment, fields), []).append(g)
+        by_panel.setdefault(_panel_key(g, METHOD.is_treatment, fields), []).append(g)
     by_panel = {k: v for k, v in by_panel.items()
                 if len({g.config.get(field) for g in v if g.config.get("method.kind") == "lora"}) > 1}
     if not by_panel:
@@ -227,7 +249,7 @@ def vs_lora_field_figure(gs: list[Group], shown: list[str], fields: list[str], f
     with style():
         fig, axes = panels(len(by_panel))
         for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
-            value, ylabel = (delta_cacc, "ΔCACC") if kind_of(pg[0].config) == "label_flip" else (net_asr,
+            value, ylabel = (delta_cacc, "ΔCACC") if labels_only(pg[0].rows[0]) else (net_asr,
                                                                                                   "ASR − floor")
             for g in pg:
                 if g.config.get("method.kind") == "full":
@@ -250,7 +272,7 @@ def loss_figure(gs: list[Group], shown: list[str], fields: list[str]):
 
     by_panel: dict[str, list[Group]] = {}
     for g in gs:
-        by_panel.setdefault(_panel_key(g, is_treatment, fields), []).append(g)
+        by_panel.setdefault(_panel_key(g, METHOD.is_treatment, fields), []).append(g)
     with style():
         fig, axes = panels(len(by_panel))
         for ax, (title, pg) in zip(axes, sorted(by_panel.items()), strict=True):
@@ -266,7 +288,7 @@ def loss_figure(gs: list[Group], shown: list[str], fields: list[str]):
 
 def poisoned_examples(gs: list[Group], shown: list[str], per_group: int = 3, max_groups: int = 12) -> list[dict]:
     out = []
-    for g in [g for g in gs if kind_of(g.config) != "clean"][:max_groups]:
+    for g in [g for g in gs if not is_clean(g.rows[0])][:max_groups]:
         r = g.rows[0]
         p = r.get("poisoned") or {}
         names = (r.get("data") or {}).get("label_names") or []
@@ -287,17 +309,18 @@ def poisoned_examples(gs: list[Group], shown: list[str], per_group: int = 3, max
 # --- the hook -----------------------------------------------------------------------------------------------
 
 
-def sections(rows: list[dict]) -> list[Section]:
+def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> list[Section]:
     """`Task.report` of classification: verdicts, groups, figures, poisoned rows."""
     gs = groups(rows)
     all_flat = [g.config for g in gs]
     shown = shown_fields(all_flat)
-    fields = [f for f in varying(all_flat) if not is_treatment(f)] or []
+    fields = [f for f in varying(all_flat) if not METHOD.is_treatment(f)] or []
     ctx_fields = [f for f in fields if not f.startswith("attack.")]
     for must in ("attack.kind", "attack.rate"):
         if must not in fields:
             fields = [must, *fields]
-    findings, _ = comparison_rows(rows)
+    findings_table, _ = comparison_rows(rows, (METHOD,))
+    others, _ = comparison_rows(rows, study(compare)[1:])
     n_seeds = sorted({len(g.rows) for g in gs})
     verdict_text = (
         "Each row compares a method with full fine-tuning on the same data, attack and seed (paired by seed), "
@@ -309,15 +332,21 @@ def sections(rows: list[dict]) -> list[Section]:
         f"`{PAPER}` claims LoRA is **more robust to backdoors** and **less robust to label flips** than full "
         "fine-tuning; *holds* / *fails* say whether our interval shows that sign, *not shown* that it does not "
         "exclude 0. The paper's own numbers (BERT-large) appear only where a cell matches its setting.")
+    if others:
+        named = ", ".join(sorted({d.name for d in study(compare)[1:]}))
+        verdict_text += (f"\n\nFurther rows compare other declared variables ({named}): the treated side against "
+                         "the reference side with everything else, the method included, held equal and paired by "
+                         "seed; no paper makes a claim about them.")
+        findings_table += others
     if n_seeds == [1]:
         verdict_text += ("\n\nEvery group here has **one seed (n=1)**: the numbers are single runs and no verdict "
                          "is drawn.")
-    secs = [Section("Classification: verdicts", verdict_text, tables={"findings": findings})]
+    secs = [Section("Classification: verdicts", verdict_text, tables={"findings": findings_table})]
 
     group_table = group_rows(gs, shown, ctx_fields)
     figures: dict[str, Any] = {}
-    flip = [g for g in gs if kind_of(g.config) == "label_flip"]
-    back = [g for g in gs if kind_of(g.config) == "backdoor"]
+    flip = [g for g in gs if labels_only(g.rows[0])]
+    back = [g for g in gs if has_trigger(g.rows[0])]
     if flip:
         figures["delta_cacc_vs_rate"] = vs_rate_figure(flip, shown, fields, delta_cacc, "ΔCACC vs clean baseline")
     if back:

@@ -15,24 +15,22 @@ import numpy as np
 
 from lorasec.tasks.base import Section
 from lorasec.tasks.evidence import (
-    MIN_SEEDS,
+    Claim,
+    Comparing,
+    Comparison,
     Group,
-    cell_columns,
+    Metric,
+    declare,
     describe,
-    direction,
-    finding_columns,
-    flatten,
+    findings,
     groups,
-    is_reference,
-    is_treatment,
+    method_comparison,
     method_label,
-    paired,
     pareto_front,
     roc_curve,
     shown_fields,
     stat_columns,
     stats,
-    subject_of,
     varying,
 )
 from lorasec.tasks.plots import finish, loss_band, mean_band, panels, series_style, style
@@ -89,51 +87,43 @@ def dup_slope(r: dict) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-# metric, value, leakage (lower is better) or utility, LoRA's claimed sign
-FINDINGS: list[tuple[str, Callable[[dict], float | None], str, int | None]] = [
-    ("exact extraction rate", exact, "leak", -1),
-    ("relaxed extraction rate (cosine ≥ threshold)", relaxed, "leak", -1),
-    ("canary exposure (bits, mean over canaries)", exposure, "leak", -1),
-    *[(f"MIA AUC ({s})", auc(s), "leak", -1) for s in MIA_SCORES],
-    ("memorization vs duplication (slope per doubling)", dup_slope, "dup", -1),
-    ("held-out perplexity", held_out_ppl, "utility", None),
-]
-WORDS = {"leak": (False, "leaks less", "leaks more", "LoRA leaks less than full fine-tuning"),
-         "dup": (False, "memorization grows less with duplication", "memorization grows more with duplication",
-                 "LoRA's memorization is driven less by duplication"),
-         "utility": (False, "lower held-out perplexity", "higher held-out perplexity", "")}
+# --- what is compared (declarations: adding one touches no evidence code) ------------------------------------
+
+LEAKS = Claim(-1, "LoRA leaks less than full fine-tuning", PAPER, {"method.kind": "lora"})
+DUPLICATION = Claim(-1, "LoRA's memorization is driven less by duplication", PAPER, {"method.kind": "lora"})
 
 
-def _matched(ppl_dir: int, n: int, subject: str) -> str:
-    if n < MIN_SEEDS:
-        return f"n={n}: utility not compared"
-    if ppl_dir > 0:
-        return f"no: {subject} has higher held-out perplexity (learned less): leakage not compared at matched utility"
-    if ppl_dir < 0:
-        return f"yes, and {subject} also has lower held-out perplexity"
-    return "yes: held-out perplexity difference spans 0"
+def leak(name: str, value: Callable[[dict], float | None]) -> Metric:
+    return Metric(name, value, False, "leaks less", "leaks more", claims=(LEAKS,))
 
 
-def comparison_rows(rows: list[dict]) -> list[dict]:
-    all_flat = [flatten(r["config"]) for r in rows]
-    shown = shown_fields(all_flat)
-    ctx_fields = [f for f in varying(all_flat) if not is_treatment(f) and f != "seed"]
-    ppl = {(tuple(sorted(c.treated.items(), key=str)), tuple(sorted(c.reference.items(), key=str)),
-            describe(c.context, sorted(c.context))): c for c in paired(rows, held_out_ppl, is_treatment, is_reference)}
-    out = []
-    for metric, value, kind, claim_sign in FINDINGS:
-        hib, better, worse, claim = WORDS[kind]
-        for c in paired(rows, value, is_treatment, is_reference):
-            util = ppl.get((tuple(sorted(c.treated.items(), key=str)), tuple(sorted(c.reference.items(), key=str)),
-                            describe(c.context, sorted(c.context))))
-            out.append({
-                "setting": describe(c.context, ctx_fields) or "all cells",
-                **finding_columns(c, shown, metric, hib, better, worse, claim, claim_sign, PAPER),
-                "matched utility": _matched(direction(util.stats), util.stats.n, subject_of(c))
-                if util and kind != "utility" else "",
-                **cell_columns(c),
-            })
-    return out
+UTILITY = Metric("held-out perplexity", held_out_ppl, False, "lower held-out perplexity",
+                 "higher held-out perplexity")
+METRICS = (
+    leak("exact extraction rate", exact),
+    leak("relaxed extraction rate (cosine ≥ threshold)", relaxed),
+    leak("canary exposure (bits, mean over canaries)", exposure),
+    *[leak(f"MIA AUC ({s})", auc(s)) for s in MIA_SCORES],
+    Metric("memorization vs duplication (slope per doubling)", dup_slope, False,
+           "memorization grows less with duplication", "memorization grows more with duplication",
+           claims=(DUPLICATION,)),
+    UTILITY,
+)
+METHOD = method_comparison(METRICS, utility=UTILITY)
+COMPARISONS = (METHOD,)
+
+
+def setting(decl: Comparing, c: Comparison, ctx_fields: list[str]) -> str:
+    return describe(c.context, ctx_fields) or "all cells"
+
+
+def study(compare: tuple[tuple[str, object], ...]) -> tuple[Comparing, ...]:
+    """The task's declarations and a study's own (`lorasec report --compare FIELD=REFERENCE`)."""
+    return COMPARISONS + tuple(declare(f, v, METRICS, UTILITY) for f, v in compare)
+
+
+def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPARISONS) -> list[dict]:
+    return findings(rows, comparisons, setting)[0]
 
 
 # --- groups and figures -------------------------------------------------------------------------------------
@@ -304,13 +294,13 @@ def loss_figure(gs: list[Group], shown: list[str], ctx: list[str]) -> Any:
 # --- the hook -----------------------------------------------------------------------------------------------
 
 
-def sections(rows: list[dict]) -> list[Section]:
+def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> list[Section]:
     """`Task.report` of memorization: verdicts (leakage beside utility), groups, figures."""
     gs = sorted(groups(rows), key=lambda g: (g.config.get("method.kind") != "full", str(g.config)))
     flat = [g.config for g in gs]
     shown = shown_fields(flat)
-    ctx = [f for f in varying(flat) if not is_treatment(f)]
-    findings = comparison_rows(rows)
+    ctx = [f for f in varying(flat) if not METHOD.is_treatment(f)]
+    findings_table = comparison_rows(rows, study(compare))
     origins = sorted({f"{r['config']['model']['name']}: {r['model']['origin']}" for r in rows
                       if r["model"].get("origin")})
     text = (
@@ -337,7 +327,7 @@ def sections(rows: list[dict]) -> list[Section]:
     figures |= {"exposure_vs_insertions": exp_fig, "mia_roc": roc_fig, "leakage_vs_utility": lu_fig,
                 "loss_curves": loss_figure(gs, shown, ctx)}
     return [
-        Section("Memorization: verdicts", text, tables={"findings": findings}),
+        Section("Memorization: verdicts", text, tables={"findings": findings_table}),
         Section("Memorization: groups over seeds",
                 "One row per configuration (every config field but the seed): mean, sample std (ddof=1) and 95% "
                 "bootstrap CI over seeds. ROC curves are drawn from the stored per-record scores (members are "

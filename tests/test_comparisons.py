@@ -1,0 +1,152 @@
+"""Comparisons declared as data (lorasec.tasks.evidence.Comparing): the method is one declaration, a defense another,
+a study adds its own with `--compare FIELD=REFERENCE`; which metric reads a row follows what the row holds, not the
+attack's name. Every difference is checked against a brute-force recomputation from the rows."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorasec.report import build
+from lorasec.store import config_key, open_store, save
+from lorasec.tasks import parse_config
+from lorasec.tasks.classification import report as cls_report
+from lorasec.tasks.evidence import Comparing, Metric, findings, flatten
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("report_500", ROOT / "benchmarks" / "report_500.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rekey(row: dict, raw_config: dict) -> dict:
+    cfg = parse_config(raw_config)
+    return row | {"key": config_key(cfg), "label": cfg.label(), "config": cfg.model_dump(mode="json")}
+
+
+def defended_rows(seeds: int = 4) -> list[dict]:
+    """Synthetic full / LoRA cells under a prefix backdoor, each seed twice: undefended and with a keyword filter
+    whose (made-up) ASR is lower by a seed-dependent amount."""
+    rng = np.random.default_rng(7)
+    rows = [r for r in _bench().synthetic_rows(28 * seeds)
+            if r["config"]["attack"]["kind"] in ("none", "prefix") and r["config"]["method"]["kind"] in ("full", "lora")]
+    out = []
+    for r in rows:
+        out.append(r)
+        if r["config"]["attack"]["kind"] == "prefix":
+            raw = copy.deepcopy(r["config"])
+            raw["defense"] = {"kind": "keyword", "words": ["cf"]}
+            d = _rekey(copy.deepcopy(r), raw)
+            d["metrics"]["backdoor"]["asr"] = r["metrics"]["backdoor"]["asr"] - rng.uniform(0.25, 0.3)  # may go < 0
+            out.append(d)
+    return out
+
+
+def _brute(rows: list[dict], treated: dict, reference: dict, context: dict, value) -> list[float]:
+    """treated - reference per seed, found by scanning every row (no pairing code)."""
+    def side(want: dict) -> dict[int, float]:
+        out = {}
+        for r in rows:
+            flat = flatten(r["config"])
+            if all(flat.get(k) == v for k, v in (want | context).items()) and value(r) is not None:
+                out[flat["seed"]] = value(r)
+        return out
+    t, ref = side(treated), side(reference)
+    return [t[s] - ref[s] for s in sorted(set(t) & set(ref))]
+
+
+def test_defended_vs_undefended_is_a_declaration_and_its_differences_recompute():
+    rows = defended_rows()
+    found, comps = cls_report.comparison_rows(rows, (cls_report.DEFENSE,))
+    assert len(found) == 3 * 3  # full, LoRA r=4, r=16 x three prefix rates, ASR only (no clean or label-flip pairs)
+    for f, c in zip(found, comps, strict=True):
+        assert f["metric"] == "ASR − no-trigger floor" and f["comparison"].startswith("keyword (")
+        assert f["paper claim"] == "" and f["claim"] == ""  # the paper claims nothing about defenses
+        assert c.context["method.kind"] in ("full", "lora")  # the method is held equal, not compared
+        assert cls_report.method_label(c.context, []) in f["setting"]
+        held = {k: c.context.get(k) for k in ("method.kind", "method.rank", "attack.rate")}
+        want = _brute(rows, c.treated, c.reference, held, cls_report.net_asr)
+        assert c.diffs == pytest.approx(want) and len(want) == 4
+        assert f["difference mean"] == pytest.approx(np.mean(want))
+        assert f["verdict"] == f["comparison"].split(" − ")[0] + " more robust"
+    # the method comparison still pairs only cells with the same defense, each defense separately
+    method_rows, method_comps = cls_report.comparison_rows(rows, (cls_report.METHOD,))
+    assert {c.context.get("defense.kind") for c in method_comps} == {"none", "keyword"}
+    assert {f["comparison"] for f in method_rows} == {"LoRA r=4 − full FT", "LoRA r=16 − full FT"}
+
+
+def test_the_report_shows_both_declarations(tmp_path):
+    rows = defended_rows(3)
+    store = tmp_path / "d.db"
+    con = open_store(store)
+    for r in rows:
+        save(con, r)
+    con.close()
+    section = next(s for s in build(store) if s.title == "Classification: verdicts")
+    comparisons = {f["comparison"].split(" − ")[1] for f in section.tables["findings"]}
+    assert comparisons == {"full FT", "none"}
+    assert "Further rows compare other declared variables (defense)" in section.text
+
+
+def test_metric_follows_what_the_row_holds_not_the_attack_name():
+    """A trigger attack without a rate and under another name is read by ASR; an attack on labels only (no
+    triggered metrics) by ΔCACC; the old rule made every non-label-flip attack a backdoor needing a rate."""
+    rows = [r for r in _bench().synthetic_rows(28 * 3) if r["config"]["method"]["kind"] in ("full", "lora")]
+    for r in rows:
+        a = r["config"]["attack"]
+        if a["kind"] == "prefix":
+            a.pop("rate")
+            a["kind"] = "some_new_trigger"
+        elif a["kind"] == "label_flip":
+            a["kind"] = "some_label_attack"
+    found, comps = cls_report.comparison_rows(rows, (cls_report.METHOD,))
+    by_metric: dict[str, set] = {}
+    for f, c in zip(found, comps, strict=True):
+        by_metric.setdefault(f["metric"], set()).add(c.context["attack.kind"])
+    assert by_metric == {"clean accuracy (no attack)": {"none"}, "ΔCACC vs clean baseline": {"some_label_attack"},
+                         "ASR − no-trigger floor": {"some_new_trigger"}}
+    trig = [f for f in found if f["metric"] == "ASR − no-trigger floor"]
+    # three prefix rates collapse into one context once the rate is gone: each seed then has three cells per side
+    # and the pairing keeps one per seed; the setting names no rate
+    assert trig and all("rate" not in f["setting"] for f in trig)
+
+
+def test_a_new_declaration_needs_no_evidence_code():
+    """Rank 4 against rank 16 among LoRA cells, declared here in five lines."""
+    rows = _bench().synthetic_rows(28 * 3)
+    rank = Comparing("rank", ("method.rank",), {"method.rank": 16},
+                     (Metric("CACC", cls_report.cacc, True, "more accurate", "less accurate"),))
+    found, comps = findings(rows, (rank,), lambda d, c, ctx: c.context["attack.kind"])
+    assert len(found) == 7  # one per attack setting
+    for f, c in zip(found, comps, strict=True):
+        assert f["comparison"] == "method.rank=4 − method.rank=16"
+        assert c.diffs == pytest.approx(_brute(rows, {"method.rank": 4}, {"method.rank": 16},
+                                               {k: v for k, v in c.context.items() if k.startswith("attack.")},
+                                               cls_report.cacc))
+
+
+def test_compare_option_on_the_command_line(tmp_path):
+    rows = _bench().synthetic_rows(28 * 3)
+    store = tmp_path / "s.db"
+    con = open_store(store)
+    for r in rows:
+        save(con, r)
+    con.close()
+    section = next(s for s in build(store, ["method.rank=16"]) if s.title == "Classification: verdicts")
+    extra = [f for f in section.tables["findings"] if f["comparison"] == "method.rank=4 − method.rank=16"]
+    assert len(extra) == 7  # CACC on clean, ΔCACC on three label-flip rates, ASR on three prefix rates
+    assert {f["metric"] for f in extra} == {m.name for m in cls_report.METRICS}
+    bad = subprocess.run([sys.executable, "-m", "lorasec", "report", str(store), "--out", str(tmp_path / "o"),
+                          "--compare", "method.nope=3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--compare: 'method.nope' is in no stored config" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
