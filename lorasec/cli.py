@@ -237,13 +237,16 @@ def show(key: Annotated[str | None, typer.Argument(help="one cell: its key or a 
 def report(store: Annotated[Path, typer.Argument(help="SQLite results file to report on")] = DEFAULT_STORE,
            out: Annotated[Path, typer.Option("--out", help="directory for report.md, index.html, figures/, "
                                              "tables/")] = Path("report"),
-           fmt: Annotated[str, typer.Option("--format", help="comma-separated: md, html")] = "md,html") -> None:
+           fmt: Annotated[str, typer.Option("--format", help="comma-separated: md, html")] = "md,html",
+           compare: Annotated[list[str] | None, typer.Option(
+               "--compare", help="FIELD=REFERENCE: also compare this config field against its reference value "
+                                 "(repeatable), e.g. train.precision=fp32")] = None) -> None:
     """Findings with uncertainty: paired method differences over seeds, verdicts against the papers, figures,
     Markdown and one self-contained HTML page. Reads the store only."""
     from lorasec.report import check_formats
     from lorasec.report import report as write_report
 
-    main_file = write_report(store, out, check_formats(fmt.split(",")))
+    main_file = write_report(store, out, check_formats(fmt.split(",")), compare or ())
     typer.echo(f"report written: {main_file}")
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,8 @@ def defended_rows(seeds: int = 4) -> list[dict]:
     whose (made-up) ASR is lower by a seed-dependent amount."""
     rng = np.random.default_rng(7)
     rows = [r for r in _bench().synthetic_rows(28 * seeds)
-            if r["config"]["attack"]["kind"] in ("none", "prefix") and r["config"]["method"]["kind"] in ("full", "lora")]
+            if r["config"]["attack"]["kind"] in ("none", "prefix")
+            and r["config"]["method"]["kind"] in ("full", "lora")]
     out = []
     for r in rows:
         out.append(r)
@@ -146,7 +147,7 @@ def test_compare_option_on_the_command_line(tmp_path):
     extra = [f for f in section.tables["findings"] if f["comparison"] == "method.rank=4 − method.rank=16"]
     assert len(extra) == 7  # CACC on clean, ΔCACC on three label-flip rates, ASR on three prefix rates
     assert {f["metric"] for f in extra} == {m.name for m in cls_report.METRICS}
-    bad = subprocess.run([sys.executable, "-m", "lorasec", "report", str(store), "--out", str(tmp_path / "o"),
+    bad = subprocess.run([sys.executable, "-m", "lorasec.cli", "report", str(store), "--out", str(tmp_path / "o"),
                           "--compare", "method.nope=3"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--compare: 'method.nope' is in no stored config" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -122,8 +122,9 @@ def study(compare: tuple[tuple[str, object], ...]) -> tuple[Comparing, ...]:
     return COMPARISONS + tuple(declare(f, v, METRICS, UTILITY) for f, v in compare)
 
 
-def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPARISONS) -> list[dict]:
-    return findings(rows, comparisons, setting)[0]
+def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPARISONS
+                    ) -> tuple[list[dict], list[Comparison]]:
+    return findings(rows, comparisons, setting)
 
 
 # --- groups and figures -------------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> 
     flat = [g.config for g in gs]
     shown = shown_fields(flat)
     ctx = [f for f in varying(flat) if not METHOD.is_treatment(f)]
-    findings_table = comparison_rows(rows, study(compare))
+    findings_table, _ = comparison_rows(rows, study(compare))
     origins = sorted({f"{r['config']['model']['name']}: {r['model']['origin']}" for r in rows
                       if r["model"].get("origin")})
     text = (
