@@ -227,7 +227,13 @@ def show(key: Annotated[str | None, typer.Argument(help="one cell: its key or a 
         typer.echo(json.dumps(body, indent=1))
         typer.echo("(outputs, data and poisoned rows are stored too: lorasec.store.load(con, key))")
         return
-    _print_results(rows, store)
+    from lorasec.config import SCHEMA_VERSION
+
+    current = [r for r in rows if r["config"].get("schema_version") == SCHEMA_VERSION]
+    _print_results(current, store)
+    if older := len(rows) - len(current):
+        console.print(f"{older} row{'s' * (older != 1)} of an older config schema (before {SCHEMA_VERSION}): kept, "
+                      "never reused and not shown (`lorasec show KEY` prints one)")
     for f in failed:
         console.print(f"failed: {f['label']} (seed {f['config'].get('seed')}) {f['key'][:12]}: {f['error']}")
 
@@ -257,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover  (older typer: click itself)
         from click import exceptions as click_errors
 
+    # typer's copy of click has no Abort: naming it unguarded turned every unexpected error into an AttributeError
+    abort = getattr(click_errors, "Abort", KeyboardInterrupt)
     try:
         code = app(args=argv, prog_name="lorasec", standalone_mode=False)
     except click_errors.NoArgsIsHelpError:  # `lorasec` alone: the help is already on stdout
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
         typer.echo(f"lorasec: {' '.join(e.format_message().split())}", err=True)
         return e.exit_code
-    except (click_errors.Abort, KeyboardInterrupt):  # Ctrl-C
+    except (abort, KeyboardInterrupt):  # Ctrl-C
         typer.echo("lorasec: aborted", err=True)
         return 130
     return code if isinstance(code, int) else 0

@@ -151,3 +151,20 @@ def test_compare_option_on_the_command_line(tmp_path):
                           "--compare", "method.nope=3"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--compare: 'method.nope' is in no stored config" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_show_counts_rows_of_an_older_schema(tmp_path):
+    """A row stored under schema 1 is kept, not shown in the table, and counted in one line."""
+    rows: list[dict] = []
+    old = copy.deepcopy(_bench().synthetic_rows(1)[0])
+    old["config"]["schema_version"] = 1
+    old["key"] = "0" * 64
+    store = tmp_path / "s.db"
+    con = open_store(store)
+    for r in [*rows, old]:
+        save(con, r)
+    con.close()
+    out = subprocess.run([sys.executable, "-m", "lorasec.cli", "show", "--store", str(store)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert "1 row of an older config schema (before 2)" in " ".join(out.stdout.split())
