@@ -11,7 +11,6 @@ its one-line error and the sweep goes on.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorasec import faults
 from lorasec import store as db
 from lorasec.audit import attach_baseline, baseline_of
 from lorasec.config import TaskConfig
@@ -29,7 +29,8 @@ from lorasec.tasks import SHIPPED, TASKS, Task, parse_config
 
 EXECUTORS = ("local", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-PASSED_ENV = ("LORASEC_CACHE", "LORASEC_NETWORK_TESTS", "HF_HUB_OFFLINE", "OMP_WAIT_POLICY")
+PASSED_ENV = ("LORASEC_CACHE", "LORASEC_NETWORK_TESTS", "HF_HUB_OFFLINE", "OMP_WAIT_POLICY",
+              "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE", faults.ENV, faults.DIR_ENV)
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,10 @@ def _no_table(rows: list[dict]) -> Any:
     raise NotImplementedError("a worker only runs cells")
 
 
-def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | None = None) -> dict:
-    """Run one cell from its config dump; returns {"record": ...} or {"error": one line}."""
+def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | None = None,
+         store: str | None = None) -> dict:
+    """Run one cell from its config dump; returns {"record": ...} or {"error": one line}. The worker never opens
+    the store; `store` only says where the cell's files (an exported adapter) go, beside it."""
     os.environ.update(env)
     limit_threads(threads)
     for name, (config, pipeline, stages) in (tasks or {}).items():
@@ -126,43 +129,97 @@ def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | Non
     transformers.utils.logging.disable_progress_bar()  # a worker's bars would interleave in the driver's log
 
     try:
-        return {"record": execute(parse_config(raw), progress=False).record}
+        record = execute(parse_config(raw), progress=False, store=Path(store) if store else None).record
     except Exception as e:  # noqa: BLE001  (any failure of one cell is recorded; the sweep goes on)
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}
+    faults.hit("worker_done")
+    return {"record": record}
+
+
+def _serve(conn: Any, threads: int) -> None:
+    """A local worker's loop: one cell's arguments in, its outcome out, until the driver closes the pipe."""
+    limit_threads(threads)
+    while True:
+        try:
+            args = conn.recv()
+        except (EOFError, OSError):
+            return
+        outcome = work(*args)
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, OSError):
+            return  # the driver is gone
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Any
+    handle: int | None = None  # the cell it runs now
+    outcome: dict | None = None  # an outcome known without running (the cell could not be sent)
 
 
 class LocalPool:
-    """A process pool whose workers each hold `threads` cores (spawned: nothing inherited from the driver)."""
+    """`workers` spawned processes (nothing inherited from the driver), each holding `threads` cores and a pipe
+    of its own. A worker that dies (killed, out of memory) fails only the cell it was running: it is replaced
+    and the other workers' cells go on."""
 
     def __init__(self, workers: int, threads: int) -> None:
-        self.workers, self.threads = workers, threads
-        self._pool = self._start()
+        self.threads, self._handles = threads, 0
+        self._ctx = multiprocessing.get_context("spawn")
+        self.slots = [self._start() for _ in range(workers)]
 
-    def _start(self) -> cf.ProcessPoolExecutor:
-        ctx = multiprocessing.get_context("spawn")
-        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=limit_threads,
-                                      initargs=(self.threads,))
+    def _start(self) -> _Slot:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_serve, args=(child, self.threads), daemon=True)
+        process.start()
+        child.close()
+        return _Slot(process, parent)
 
-    def submit(self, raw: dict, env: dict[str, str], tasks: RuntimeTasks) -> Any:
-        return self._pool.submit(work, raw, self.threads, env, tasks)
+    def submit(self, raw: dict, env: dict[str, str], tasks: RuntimeTasks, store: str | None = None) -> int:
+        slot = next(s for s in self.slots if s.handle is None)
+        self._handles += 1
+        slot.handle = self._handles
+        try:
+            slot.conn.send((raw, self.threads, env, tasks, store))
+        except Exception as e:  # noqa: BLE001  (e.g. a runtime task whose pipeline cannot be pickled)
+            slot.outcome = {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}
+        return slot.handle
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict]]:
-        done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        busy = [s for s in self.slots if s.handle in handles]
+        if not any(s.outcome for s in busy):
+            from multiprocessing.connection import wait
+
+            wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout)
         out = []
-        for h in done:
-            try:
-                out.append((h, h.result()))
-            except cf.process.BrokenProcessPool:
-                out.append((h, {"error": "worker process died (killed or out of memory)"}))
-            except Exception as e:  # noqa: BLE001  (e.g. a runtime task whose pipeline cannot be pickled)
-                out.append((h, {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}))
-        if any("worker process died" in o.get("error", "") for _, o in out):
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._start()
+        for i, s in enumerate(self.slots):
+            if s not in busy:
+                continue
+            outcome = s.outcome
+            if outcome is None and s.conn.poll():
+                try:
+                    outcome = s.conn.recv()
+                except (EOFError, OSError):
+                    outcome = None
+            if outcome is None and not s.process.is_alive():
+                s.process.join()
+                outcome = {"error": f"worker process died (exit code {s.process.exitcode}: killed or out of memory)"}
+                s.conn.close()
+                self.slots[i] = self._start()
+            if outcome is not None:
+                out.append((s.handle, outcome))
+                s.handle, s.outcome = None, None
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for s in self.slots:
+            s.conn.close()  # the worker's recv ends; it exits
+        for s in self.slots:
+            s.process.join(timeout=10)
+            if s.process.is_alive():
+                s.process.kill()
+                s.process.join()
 
 
 class RayPool:
@@ -184,8 +241,8 @@ class RayPool:
         self.threads = threads
         self._remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(work)
 
-    def submit(self, raw: dict, env: dict[str, str], tasks: RuntimeTasks) -> Any:
-        return self._remote.remote(raw, self.threads, env, tasks)
+    def submit(self, raw: dict, env: dict[str, str], tasks: RuntimeTasks, store: str | None = None) -> Any:
+        return self._remote.remote(raw, self.threads, env, tasks, store)
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict]]:
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
@@ -326,7 +383,8 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
                 if pool is None:
                     pool = LocalPool(workers, threads) if executor == "local" else RayPool(workers, threads,
                                                                                             address, gpus)
-                in_flight[pool.submit(c.cfg.model_dump(mode="json"), env, tasks)] = c
+                faults.hit("claim_held")
+                in_flight[pool.submit(c.cfg.model_dump(mode="json"), env, tasks, str(store))] = c
                 pending.remove(c)
                 slots -= 1
             if not in_flight:
@@ -339,6 +397,7 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
             for handle, outcome in pool.wait(list(in_flight), timeout=poll_s):  # type: ignore[union-attr]
                 c = in_flight.pop(handle)
                 if "record" in outcome:
+                    faults.hit("result_received")
                     record = outcome["record"]
                     if c.needs is not None:
                         attach_baseline(record, db.load(con, c.needs), c.cfg)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -174,45 +171,25 @@ def test_concurrent_creation_of_a_new_store_never_fails(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+# Kills and faults (named points, kills placed on the store's progress, a dying worker, leases): tests/test_faults.py
 
 
-def test_sigkill_at_random_moments_then_resume_stores_every_cell_once_with_the_uninterrupted_numbers(tmp_path):
-    # 6 attacked cells + their 6 clean baselines
-    spec = {"base": TINY, "axes": {"seed": 3, "method": [{"kind": "full"}, {"kind": "lora", "rank": 4}]}}
-    path = grid_file(tmp_path, spec)
-    expected = {c.key for c in plan(expand(spec))}
-    assert len(expected) == 12
-    reference = tmp_path / "reference.db"
-    assert cli("sweep", str(path), "--store", str(reference), "--workers", "2",
-               "--threads-per-worker", "1").returncode == 0
-    store = tmp_path / "killed.db"
-    args = [sys.executable, "-m", "lorasec.cli", "sweep", str(path), "--store", str(store), "--workers", "2",
-            "--threads-per-worker", "1"]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    rng = random.Random(0)
-    kills = 0
-    for _ in range(10):
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own process group: driver and workers die together
-        time.sleep(rng.uniform(0.5, 12.0))
-        if proc.poll() is None:
-            kills += 1
-        _kill_group(proc)
-    assert kills >= 8  # the sweep was really interrupted, not just finished early
-    final = cli("sweep", str(path), "--store", str(store), "--workers", "2", "--threads-per-worker", "1")
-    assert final.returncode == 0, final.stderr
-    con = sqlite3.connect(store)
-    assert con.execute("SELECT count(*), count(DISTINCT key) FROM runs").fetchone() == (12, 12)
-    con.close()
-    got, want = metrics_by_key(store), metrics_by_key(reference)
-    assert set(got) == expected == set(want)
-    assert got == want
+def test_a_swept_cell_keeps_its_exported_adapter_beside_the_store_like_a_run(tmp_path):
+    import hashlib
+
+    from lorasec.store import artifacts_dir
+
+    cfgs = expand({"base": TINY | {"attack": {"kind": "none"}, "analyses": [{"kind": "adapter_export"}]},
+                   "axes": {"seed": 1}})
+    store = tmp_path / "r.db"
+    assert not sweep(cfgs, store, workers=1, threads=1, progress=False).failed
+    (row,) = list(results(open_store(store)))
+    export = row["analyses"]["adapter_export"]
+    assert export["saved"] is True
+    where = artifacts_dir(store, row["key"])
+    assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= set(export["files"])
+    for rel, digest in export["files"].items():
+        assert hashlib.sha256((where / rel).read_bytes()).hexdigest() == digest
 
 
 def test_dry_run_and_status_read_without_creating_the_store(tmp_path):
