@@ -71,13 +71,13 @@ def run(config: Annotated[Path, typer.Argument(help="experiment YAML")], store: 
 
 
 def _sweep(spec: Path, store: Path, workers: int | None, threads: int | None, executor: str, address: str | None,
-           gpus: float, dry_run: bool) -> None:
+           gpus: float, dry_run: bool, show_rows: bool = True) -> None:
     from lorasec.grid import load_grid
     from lorasec.store import check_store, failures, load, open_store, stored_keys
     from lorasec.sweep import check_options, status, sweep
 
     if not dry_run:
-        check_options(workers, threads, executor)
+        check_options(workers, threads, executor, gpus)
     cells = load_grid(spec)
     check_store(store, write=not dry_run)
     if dry_run:
@@ -98,9 +98,9 @@ def _sweep(spec: Path, store: Path, workers: int | None, threads: int | None, ex
     try:
         done = stored_keys(con)
         keys = [c.key for c in st.cells if c.key in done]
-        if len(keys) <= 60:  # only the rows shown are read: a row holds every per-sample output
+        if show_rows and len(keys) <= 60:  # only the rows shown are read: a row holds every per-sample output
             _print_results([load(con, k) for k in keys], store)
-        else:
+        elif show_rows:
             console.print(f"{len(keys)} results stored in {store.resolve()}: `lorasec show` or `lorasec report`")
         failed = [f for f in failures(con) if f["key"] in summary.failed]
     finally:
@@ -139,39 +139,86 @@ def grid(spec: Annotated[Path, typer.Argument(help="grid YAML: base, axes, zip g
     _sweep(spec, store, 1, None, "local", None, 0.0, False)
 
 
+def _print_findings(rows: list[dict]) -> None:
+    """Each task's paired differences over seeds and their verdicts (what `lorasec report` writes), for `rows`."""
+    import importlib
+
+    from rich.table import Table
+
+    from lorasec.tasks import TASKS
+
+    for name in TASKS.names():
+        mine, task = [r for r in rows if r["config"]["task"] == name], TASKS.get(name)
+        compare = getattr(importlib.import_module(task.report.partition(":")[0]), "comparison_rows", None) \
+            if task.report and mine else None
+        if compare is None:
+            continue
+        found, _ = compare(mine)
+        table = Table(title=f"{name}: paired differences over seeds, treated − reference, and verdicts")
+        for col in ("setting", "comparison", "metric", "n", "mean [95% bootstrap CI]", "verdict", "paper's claim"):
+            table.add_column(col)
+        for f in found:
+            diff = (f"{f['difference mean']:+.3f} [{f['difference CI low']:+.3f}, {f['difference CI high']:+.3f}]"
+                    if f["n"] >= 2 else f"{f['difference mean']:+.3f}")
+            table.add_row(f["setting"], f["comparison"], f["metric"], str(f["n"]), diff, f["verdict"], f["claim"])
+        console.print(table)
+
+
 @app.command()
 @one_line_errors
 def demo(arm: Annotated[str, typer.Argument(help="classification (the main job) or memorization")] = "classification",
          store: StoreOpt = DEFAULT_STORE) -> None:
-    """Full vs LoRA r=8 vs head-only. classification: MiniLM + movie reviews under clean, label flip 0.3 and a
-    prefix backdoor. memorization: SmolLM2-135M on State of the Union text with canaries and duplicates."""
-    from lorasec.audit import audit_all
+    """Full vs LoRA r=8 (3 seeds) vs head-only. classification: MiniLM + movie reviews under clean, label flip 0.3
+    and a prefix backdoor, ending with paired differences and verdicts. memorization: SmolLM2-135M on State of
+    the Union text with canaries and duplicates. Computed by the sweep engine (2 workers x 1 thread); rerun to
+    resume."""
     from lorasec.grid import load_grid
-    from lorasec.store import check_store
+    from lorasec.store import config_key, load, open_store
 
     if arm not in DEMOS:
         raise InputError(f"arm: unknown demo {arm!r}. Known: {', '.join(DEMOS)}")
-    check_store(store)
     cells = load_grid(DEMOS[arm])
-    console.print(f"lorasec demo {arm}: {len(cells)} cells, seed 1; cells already in the store are reused")
-    _print_results(audit_all(cells, store), store)
+    seeds = sorted({c.seed for c in cells})
+    console.print(f"lorasec demo {arm}: {len(cells)} cells, seeds {', '.join(map(str, seeds))}; cells already in "
+                  "the store are reused")
+    workers, threads = (2, 1) if len(cells) > 1 else (1, None)
+    _sweep(DEMOS[arm], store, workers, threads, "local", None, 0.0, False, show_rows=False)
+    con = open_store(store)
+    try:
+        rows = [r for r in (load(con, config_key(c)) for c in cells) if r is not None]
+    finally:
+        con.close()
+    _print_results(rows, store)
+    _print_findings(rows)
 
 
 @app.command()
 @one_line_errors
-def validate(config: Annotated[Path, typer.Argument(help="experiment YAML")],
+def validate(config: Annotated[Path, typer.Argument(help="experiment YAML, or a grid YAML (every cell checked)")],
              store: Annotated[Path | None, typer.Option("--store", help="also check this results file")] = None,
-             force: Annotated[bool, typer.Option(help="accepted as `run` takes it; changes nothing here")] = False,
              ) -> None:
-    """Check a config against its data and real model without training: what this accepts, `run` does not
-    refuse. Takes `run`'s arguments."""
+    """Check a config, or every cell of a grid, against its data and real model without training: what this
+    accepts, `run` and `sweep` do not refuse."""
+    from lorasec.config import load_yaml
+    from lorasec.grid import is_grid, load_grid
     from lorasec.store import check_store
     from lorasec.tasks import load_config, task_of
 
-    cfg = load_config(config)
+    if not is_grid(load_yaml(config)):
+        cfg = load_config(config)
+        if store is not None:
+            check_store(store)
+        typer.echo(f"ok: {task_of(cfg).check(cfg)}")
+        return
+    cells = load_grid(config)
     if store is not None:
         check_store(store)
-    typer.echo(f"ok: {task_of(cfg).check(cfg)}")
+    for i, c in enumerate(cells, 1):
+        try:
+            task_of(c).check(c)
+        except InputError as e:
+            raise InputError(f"cell {i} of {len(cells)} ({c.label()}, seed {c.seed}): {e}") from None
+    typer.echo(f"ok: {len(cells)} cells of {config.name} checked")
 
 
 def _listing(noun: str) -> None:
@@ -204,20 +251,25 @@ def show(key: Annotated[str | None, typer.Argument(help="one cell: its key or a 
     """Print the tables of every result in the store and its failed cells, or one cell in full."""
     import json
 
-    from lorasec.store import check_store, failures, open_store, results
+    from lorasec.store import check_store, failures, find, open_store, results
 
     if not store.exists():
         raise InputError(f"--store: {str(store)!r} does not exist")
     check_store(store, write=False)
     con = open_store(store)
     try:
-        rows, failed = list(results(con)), list(failures(con))
+        if key is not None:
+            if not key or any(ch not in "0123456789abcdef" for ch in key):
+                raise InputError(f"key: {key!r} is not a key or its prefix (lowercase hex, as `show` prints them)")
+            hits = find(con, key)
+            if len(hits) != 1:
+                many = "more than one cell" if hits else "no cell"
+                raise InputError(f"key: {key!r} matches {many} in {store}; give more of the key")
+        else:
+            rows, failed = list(results(con)), list(failures(con))
     finally:
         con.close()
     if key is not None:
-        hits = [r for r in rows + failed if r["key"].startswith(key)]
-        if len(hits) != 1:
-            raise InputError(f"key: {key!r} matches {len(hits)} cells in {store}; give more of the key")
         cell = hits[0]
         if "error" in cell:  # a failed cell
             typer.echo(json.dumps(cell, indent=1))
@@ -240,7 +292,10 @@ def show(key: Annotated[str | None, typer.Argument(help="one cell: its key or a 
 
 @app.command()
 @one_line_errors
-def report(store: Annotated[Path, typer.Argument(help="SQLite results file to report on")] = DEFAULT_STORE,
+def report(store_arg: Annotated[Path | None, typer.Argument(metavar="[STORE]", help="the store, as --store "
+                                                                               "(kept as an alias)")] = None,
+           store: Annotated[Path | None, typer.Option("--store", help="SQLite results file to report on "
+                                                                      f"(default {DEFAULT_STORE})")] = None,
            out: Annotated[Path, typer.Option("--out", help="directory for report.md, index.html, figures/, "
                                              "tables/")] = Path("report"),
            fmt: Annotated[str, typer.Option("--format", help="comma-separated: md, html")] = "md,html",
@@ -252,8 +307,19 @@ def report(store: Annotated[Path, typer.Argument(help="SQLite results file to re
     from lorasec.report import check_formats
     from lorasec.report import report as write_report
 
-    main_file = write_report(store, out, check_formats(fmt.split(",")), compare or ())
+    if store_arg is not None and store is not None and store_arg != store:
+        raise InputError(f"--store: given twice ({str(store_arg)!r} and {str(store)!r}); give it once")
+    main_file = write_report(store or store_arg or DEFAULT_STORE, out, check_formats(fmt.split(",")), compare or ())
     typer.echo(f"report written: {main_file}")
+
+
+def quiet_when_piped() -> None:
+    """A log is not a terminal: no progress-bar redraws in it. transformers / huggingface_hub read their switch
+    when imported (after this) and sweep workers inherit both; lorasec's own bars hide themselves off a TTY."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
 
 def main(argv: list[str] | None = None) -> int:
     """The `lorasec` command. Every error the user can fix, click's usage errors included, is one line on
@@ -265,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # typer's copy of click has no Abort: naming it unguarded turned every unexpected error into an AttributeError
     abort = getattr(click_errors, "Abort", KeyboardInterrupt)
+    quiet_when_piped()
     try:
         code = app(args=argv, prog_name="lorasec", standalone_mode=False)
     except click_errors.NoArgsIsHelpError:  # `lorasec` alone: the help is already on stdout

@@ -107,5 +107,10 @@ def expand(spec: object, source: str = "grid") -> list[TaskConfig]:
     return configs
 
 
+def is_grid(raw: object) -> bool:
+    """A grid file has `axes` or `zip` (and usually `base`); an experiment file has none of them."""
+    return isinstance(raw, dict) and any(k in raw for k in ("axes", "zip", "base"))
+
+
 def load_grid(path: Path) -> list[TaskConfig]:
     return expand(load_yaml(path), Path(path).name)

@@ -195,6 +195,21 @@ def held_elsewhere(con: sqlite3.Connection, owner: str) -> set[str]:
             if o != owner and exp > now and not _dead(o)}
 
 
+def find(con: sqlite3.Connection, prefix: str, limit: int = 2) -> list[dict]:
+    """Stored results and failed cells whose key starts with `prefix` (at most `limit`): a range on the key's
+    index, so only those rows are read. A result comes whole; a failure as `failures` gives it."""
+    if not prefix:
+        raise ValueError("a key prefix is at least one character")
+    span = (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))  # every string that starts with `prefix`, in order
+    hits = [json.loads(r) for (r,) in con.execute(
+        "SELECT result FROM runs WHERE key >= ? AND key < ? LIMIT ?", (*span, limit))]
+    hits += [{"key": key, "task": task, "label": label, "config": json.loads(config), "error": error,
+              "created": created} for key, task, label, config, error, created in con.execute(
+        "SELECT key, task, label, config, error, created FROM failures WHERE key >= ? AND key < ? LIMIT ?",
+        (*span, limit))]
+    return hits[:limit]
+
+
 def load(con: sqlite3.Connection, key: str) -> dict | None:
     row = con.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()
     return json.loads(row[0]) if row else None

@@ -293,10 +293,15 @@ def resolve_workers(workers: int | None, threads: int | None) -> tuple[int, int]
     return workers, threads
 
 
-def check_options(workers: int | None, threads: int | None, executor: str) -> tuple[int, int]:
+def check_options(workers: int | None, threads: int | None, executor: str, gpus: float = 0.0) -> tuple[int, int]:
     """The sweep's own options, refused before any cell is read or checked; returns (workers, threads)."""
     if executor not in EXECUTORS:
         raise InputError(f"--executor: unknown executor {executor!r}. Known: {', '.join(EXECUTORS)}")
+    if not gpus >= 0:  # NaN too
+        raise InputError(f"--gpus: must be >= 0 (GPUs each Ray task asks for), got {gpus}")
+    if gpus and executor != "ray":
+        raise InputError(f"--gpus: only the ray executor places cells on GPUs, got --gpus {gpus} with "
+                         f"--executor {executor}")
     return resolve_workers(workers, threads)
 
 
@@ -337,7 +342,7 @@ def sweep(cfgs: Sequence[TaskConfig], store: Path, workers: int | None = None, t
           lease_s: float = 600.0, poll_s: float = 0.5,
           on_result: Callable[[dict], None] | None = None) -> Summary:
     """Compute every missing cell of `cfgs` (and their clean baselines) into `store`; see the module doc."""
-    workers, threads = check_options(workers, threads, executor)
+    workers, threads = check_options(workers, threads, executor, gpus)
     cells = plan(cfgs)
     summary = Summary(total=len(cells))
     con = db.open_store(store)

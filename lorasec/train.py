@@ -138,7 +138,7 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
     log = TrainLog(steps=steps, seconds=0.0, lr=lr, truncated_rows=enc.truncated, tokens_seen=0, padded_tokens=0)
     stream = micro_batches()
     start = time.perf_counter()
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc="train", unit="step", disable=None if progress else True, leave=False)
     for step in range(1, steps + 1):
         step_loss = 0.0
         log.lrs.append(float(opt.param_groups[0]["lr"]))

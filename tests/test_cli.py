@@ -199,3 +199,81 @@ def test_bad_invocations_are_one_line_exit_2_and_write_nothing(tmp_path, tiny_cf
     one_line_exit_2(lorasec_cli("run", str(write_cfg(tmp_path, {**tiny_cfg, "task": "nosuchtask"})), "--store",
                                 str(missing)), "task: unknown task 'nosuchtask'", "classification, memorization")
     assert not missing.exists()
+
+
+# ---- one way to name the store, grids validated, show reads one row, options refused before anything ----
+
+def test_store_is_an_option_everywhere_with_report_keeping_its_positional_alias(tmp_path, tiny_cfg):
+    store = tmp_path / "r.db"
+    base = {**tiny_cfg, "attack": {"kind": "none"}, "train": {**tiny_cfg["train"], "steps": 2}}
+    assert runner.invoke(app, ["run", str(write_cfg(tmp_path, base)), "--store", str(store)]).exit_code == 0
+    by_option = runner.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "a"), "--format", "md"])
+    by_argument = runner.invoke(app, ["report", str(store), "--out", str(tmp_path / "b"), "--format", "md"])
+    assert by_option.exit_code == 0 and by_argument.exit_code == 0, by_option.output + by_argument.output
+
+    def body(d: str) -> list[str]:  # the page but for its time stamp
+        return [ln for ln in (tmp_path / d / "report.md").read_text().splitlines() if "Generated" not in ln]
+    assert body("a") == body("b")
+    twice = runner.invoke(app, ["report", str(store), "--store", str(tmp_path / "other.db"), "--out",
+                                str(tmp_path / "c")])
+    assert twice.exit_code == 2 and "--store: given twice" in twice.stderr and not (tmp_path / "c").exists()
+
+
+def test_report_out_that_is_a_file_is_one_line_exit_2_and_nothing_written(tmp_path, tiny_cfg):
+    store = tmp_path / "r.db"
+    open_store(store).close()
+    existing = tmp_path / "report.txt"
+    existing.write_text("mine")
+    for out, needle in ((existing, "is a file, not a directory"), (existing / "sub", "cannot be made")):
+        res = runner.invoke(app, ["report", "--store", str(store), "--out", str(out)])
+        assert res.exit_code == 2 and res.stderr.strip().startswith(f"lorasec: --out: {str(out)!r}"), res.output
+        assert needle in res.stderr
+    assert existing.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["r.db", "report.txt"]
+
+
+def test_validate_checks_every_cell_of_a_grid_and_names_the_bad_one(tmp_path, tiny_cfg):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"seed": 2, "attack.target": [1]}}))
+    ok = runner.invoke(app, ["validate", str(grid)])
+    assert ok.exit_code == 0 and ok.stdout.strip() == "ok: 2 cells of grid.yaml checked", ok.output
+    # the second cell's target does not exist in the data: only a real check (labels of the data) finds it
+    grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"attack.target": [1, 9]}}))
+    bad = runner.invoke(app, ["validate", str(grid)])
+    assert bad.exit_code == 2 and bad.stderr.startswith("lorasec: cell 2 of 2 (lora(r=4) / prefix(0.05)"), bad.output
+    assert "attack.target" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert runner.invoke(app, ["validate", str(grid), "--force"]).exit_code == 2  # an option that did nothing: gone
+
+
+def test_show_key_reads_only_the_rows_with_that_prefix(tmp_path):
+    from lorasec.store import find, save, save_failure
+
+    store = tmp_path / "r.db"
+    con = open_store(store)
+    keys = ["ab12" + "0" * 60, "ab13" + "0" * 60, "cd00" + "0" * 60]
+    for k in keys[:2]:
+        save(con, {"key": k, "label": k[:4], "config": {"task": "classification", "seed": 1}})
+    save_failure(con, keys[2], "classification", "x", {"seed": 1}, "boom")
+    assert [h["key"] for h in find(con, "ab12")] == [keys[0]]
+    assert [h["key"] for h in find(con, "ab1")] == keys[:2]  # two: ambiguous
+    assert find(con, "ab14") == [] and find(con, "abz") == []
+    assert find(con, "cd")[0]["error"] == "boom"
+    assert [h["key"] for h in find(con, keys[1])] == [keys[1]]  # a whole key
+    con.close()
+    res = runner.invoke(app, ["show", "ab1", "--store", str(store)])
+    assert res.exit_code == 2 and "matches more than one cell" in res.stderr
+    res = runner.invoke(app, ["show", "AB'", "--store", str(store)])
+    assert res.exit_code == 2 and "is not a key or its prefix" in res.stderr
+    res = runner.invoke(app, ["show", "cd", "--store", str(store)])
+    assert res.exit_code == 0 and '"error": "boom"' in res.stdout
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (("--executor", "ray", "--gpus", "-1"), "--gpus: must be >= 0 (GPUs each Ray task asks for), got -1.0"),
+    (("--gpus", "1"), "--gpus: only the ray executor places cells on GPUs"),
+])
+def test_a_bad_gpu_option_is_one_line_exit_2_and_no_store(tmp_path, tiny_cfg, flags, fragment):
+    store = tmp_path / "r.db"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"seed": 2}}))
+    one_line_exit_2(lorasec_cli("sweep", str(grid), "--store", str(store), *flags), fragment)
+    assert not store.exists()

@@ -64,7 +64,9 @@ def test_shipped_demo_config_is_valid():
     from lorasec.grid import load_grid
 
     cells = load_grid(DEMO_CONFIG)
-    assert len(cells) == 9 and {c.model.name for c in cells} == {"minilm"}
+    assert len(cells) == 21 and {c.model.name for c in cells} == {"minilm"}
+    seeds = {k: sorted({c.seed for c in cells if c.method.kind == k}) for k in ("full", "lora", "head_only")}
+    assert seeds == {"full": [1, 2, 3], "lora": [1, 2, 3], "head_only": [1]}  # evidence over seeds, not one
 
 
 def test_every_shipped_config_validates():

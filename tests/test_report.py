@@ -331,7 +331,7 @@ def test_html_in_headless_chromium(real_store, tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("request", lambda r: requests.append(r.url))
         page.goto(page_path.as_uri(), wait_until="load")
-        page.wait_for_timeout(300)
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)")  # not a sleep
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
         pwned = page.evaluate("typeof window.pwned")
         body = page.inner_text("body")

@@ -26,7 +26,7 @@ def predict_proba(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds
     order = np.argsort([len(s) for s in enc.input_ids], kind="stable")
     device = next(model.parameters()).device
     out = np.zeros((len(ds), ds.n_classes), dtype=np.float64)
-    for start in tqdm(range(0, len(ds), batch_size), desc="eval", disable=not progress, leave=False):
+    for start in tqdm(range(0, len(ds), batch_size), desc="eval", disable=None if progress else True, leave=False):
         rows = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate(enc, None, rows, tokenizer.pad_token_id).items()}
         logits = model(**batch).logits.float()  # (B, k)

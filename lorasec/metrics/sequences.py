@@ -36,7 +36,7 @@ def sequence_stats(model: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id
     if seqs:
         batch_size = rows_per_batch(max(len(s) for s in seqs), vocab_size(model), batch_size)
     out: list[SequenceStats] = []
-    for start in tqdm(range(0, len(seqs), batch_size), desc="score", disable=not progress, leave=False):
+    for start in tqdm(range(0, len(seqs), batch_size), desc="score", disable=None if progress else True, leave=False):
         chunk = seqs[start : start + batch_size]
         batch = collate(Encoded([list(s) for s in chunk], 0), None, np.arange(len(chunk)), pad_id)
         ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, T), right padding

@@ -29,7 +29,8 @@ def greedy(model: PreTrainedModel, prompts: Sequence[Sequence[int]], new_tokens:
         width = int(model.get_output_embeddings().weight.shape[0])
         batch_size = rows_per_batch(max(len(p) for p in prompts) + new_tokens, width, batch_size)
     out: list[list[int]] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="extract", disable=not progress, leave=False):
+    for start in tqdm(range(0, len(prompts), batch_size), desc="extract", disable=None if progress else True,
+                      leave=False):
         batch = {k: v.to(device) for k, v in pad(prompts[start : start + batch_size], pad_id, "left").items()}
         gen = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                              num_beams=1, pad_token_id=pad_id, use_cache=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import inspect
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -130,12 +131,26 @@ def build(store: Path, compare: Iterable[str] = ()) -> list[Section]:
     return secs
 
 
+def check_out(out: Path) -> None:
+    """`out` is a directory, or can be made one: else one line naming --out, before anything is read or written."""
+    where = out
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if where == out and not out.is_dir():
+        raise InputError(f"--out: {str(out)!r} is a file, not a directory (the report writes several files there)")
+    if where != out and not where.is_dir():
+        raise InputError(f"--out: {str(out)!r} cannot be made: {str(where)!r} is a file, not a directory")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise InputError(f"--out: {str(where)!r} is not writable")
+
+
 def report(store: Path, out: Path, formats: Iterable[str] = FORMATS, compare: Iterable[str] = ()) -> Path:
     """Write the report of `store` under `out`: report.md, index.html (self-contained), figures/, tables/.
     Returns the main file (index.html when asked for, else report.md)."""
     from lorasec.report.render import write
 
     fs = check_formats(formats)
+    check_out(Path(out))
     secs = build(store, compare)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return write(secs, Path(out), fs, f"lorasec report: {Path(store).name}",
