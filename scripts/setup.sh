@@ -7,6 +7,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# a log is not a terminal: no progress-bar redraws from transformers or tqdm in it
+[ -t 2 ] || export HF_HUB_DISABLE_PROGRESS_BARS=1 TQDM_DISABLE=1
 # torch first, pinned: 2.13.0 resolves to the CPU build; unpinned would pull several GB of CUDA wheels
 pip install --quiet "torch==2.13.0"
 pip install --quiet -e ".[dev]"
