@@ -277,3 +277,42 @@ def test_a_bad_gpu_option_is_one_line_exit_2_and_no_store(tmp_path, tiny_cfg, fl
     grid.write_text(yaml.safe_dump({"base": tiny_cfg, "axes": {"seed": 2}}))
     one_line_exit_2(lorasec_cli("sweep", str(grid), "--store", str(store), *flags), fragment)
     assert not store.exists()
+
+
+def _run_piped_and_on_a_terminal(tmp_path: Path, cfg: Path) -> tuple[bytes, bytes]:
+    """`lorasec run` twice on fresh stores: stderr to a pipe, then to a pseudo-terminal. Both stderr bytes."""
+    import os
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    exe = str(Path(sys.executable).parent / "lorasec")
+    piped = subprocess.run([exe, "run", str(cfg), "--store", str(tmp_path / "a.db")], capture_output=True, env=env)
+    assert piped.returncode == 0, piped.stderr
+    leader, follower = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 0x0 terminal hides tqdm
+    proc = subprocess.Popen([exe, "run", str(cfg), "--store", str(tmp_path / "b.db")], stdout=subprocess.DEVNULL,
+                            stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=300) == 0
+    os.close(leader)
+    return piped.stderr, seen
+
+
+def test_a_piped_log_has_no_bar_redraws_and_a_terminal_still_sees_the_bars(tmp_path, tiny_cfg):
+    cfg = write_cfg(tmp_path, {**tiny_cfg, "attack": {"kind": "none"}, "train": {**tiny_cfg["train"], "steps": 30}})
+    piped, terminal = _run_piped_and_on_a_terminal(tmp_path, cfg)
+    assert b"\r" not in piped and b"it/s" not in piped and b"step/s" not in piped and b"Loading weights" not in piped
+    assert b"train" in terminal and b"\r" in terminal  # tqdm's live bar, redrawn in place
