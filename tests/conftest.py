@@ -52,6 +52,15 @@ def toy() -> TextDataset:
     return toy_dataset(200)
 
 
+SWEEP_CELL = {  # a grid's base for sweep and fault tests: each cell trains in a fraction of a second
+    "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
+    "data": {"name": "tweets", "max_train": 96, "max_test": 48},
+    "method": {"kind": "lora", "rank": 4},
+    "attack": {"kind": "label_flip", "rate": 0.1},
+    "train": {"steps": 3, "batch_size": 8, "max_length": 32},
+    "eval": {"batch_size": 48, "max_length": 32},
+}
+
 TINY_CFG = {  # a whole experiment that trains in about a second: tiny BERT on a slice of the real tweets data
     "seed": 3,
     "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},

@@ -15,20 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SWEEP_CELL
 
 from lorasec import faults
 from lorasec.grid import expand
 from lorasec.store import claim, failures, open_store, release, renew, results
 from lorasec.sweep import sweep
 
-TINY = {
-    "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
-    "data": {"name": "tweets", "max_train": 96, "max_test": 48},
-    "method": {"kind": "lora", "rank": 4},
-    "attack": {"kind": "label_flip", "rate": 0.1},
-    "train": {"steps": 3, "batch_size": 8, "max_length": 32},
-    "eval": {"batch_size": 48, "max_length": 32},
-}
+TINY = SWEEP_CELL
 SPEC = {"base": TINY, "axes": {"seed": 3, "method": [{"kind": "full"}, {"kind": "lora", "rank": 4}]}}  # 6 + 6
 
 

@@ -10,19 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SWEEP_CELL
 
 from lorasec.grid import expand
 from lorasec.store import config_key, failures, open_store, results
 from lorasec.sweep import plan, status, sweep
 
-TINY = {
-    "model": {"name": "tiny-bert", "hidden_size": 32, "layers": 2, "heads": 2},
-    "data": {"name": "tweets", "max_train": 96, "max_test": 48},
-    "method": {"kind": "lora", "rank": 4},
-    "attack": {"kind": "label_flip", "rate": 0.1},
-    "train": {"steps": 3, "batch_size": 8, "max_length": 32},
-    "eval": {"batch_size": 48, "max_length": 32},
-}
+TINY = SWEEP_CELL
 
 
 def grid_file(tmp_path: Path, spec: dict, name: str = "grid.yaml") -> Path:
