@@ -200,19 +200,18 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML, or a 
     """Check a config, or every cell of a grid, against its data and real model without training: what this
     accepts, `run` and `sweep` do not refuse."""
     from lorasec.config import load_yaml
-    from lorasec.grid import is_grid, load_grid
+    from lorasec.grid import expand, is_grid
     from lorasec.store import check_store
-    from lorasec.tasks import load_config, task_of
+    from lorasec.tasks import parse_config, task_of
 
-    if not is_grid(load_yaml(config)):
-        cfg = load_config(config)
-        if store is not None:
-            check_store(store)
-        typer.echo(f"ok: {task_of(cfg).check(cfg)}")
-        return
-    cells = load_grid(config)
+    raw = load_yaml(config)  # read once: a grid or one experiment
+    grid = is_grid(raw)
+    cells = expand(raw, config.name) if grid else [parse_config(raw, source=config.name)]
     if store is not None:
         check_store(store)
+    if not grid:
+        typer.echo(f"ok: {task_of(cells[0]).check(cells[0])}")
+        return
     for i, c in enumerate(cells, 1):
         try:
             task_of(c).check(c)

@@ -125,12 +125,19 @@ def save_failure(con: sqlite3.Connection, key: str, task: str, label: str, confi
         con.execute("DELETE FROM claims WHERE key = ?", (key,))
 
 
+FAILURE_COLUMNS = "key, task, label, config, error, created"
+
+
+def _failure(row: tuple) -> dict:
+    key, task, label, config, error, created = row
+    return {"key": key, "task": task, "label": label, "config": json.loads(config), "error": error,
+            "created": created}
+
+
 def failures(con: sqlite3.Connection) -> Iterator[dict]:
     """Failed cells, oldest first: {key, task, label, config, error, created}."""
-    for key, task, label, config, error, created in con.execute(
-            "SELECT key, task, label, config, error, created FROM failures ORDER BY created"):
-        yield {"key": key, "task": task, "label": label, "config": json.loads(config), "error": error,
-               "created": created}
+    for row in con.execute(f"SELECT {FAILURE_COLUMNS} FROM failures ORDER BY created"):
+        yield _failure(row)
 
 
 def stored_keys(con: sqlite3.Connection) -> set[str]:
@@ -203,10 +210,8 @@ def find(con: sqlite3.Connection, prefix: str, limit: int = 2) -> list[dict]:
     span = (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))  # every string that starts with `prefix`, in order
     hits = [json.loads(r) for (r,) in con.execute(
         "SELECT result FROM runs WHERE key >= ? AND key < ? LIMIT ?", (*span, limit))]
-    hits += [{"key": key, "task": task, "label": label, "config": json.loads(config), "error": error,
-              "created": created} for key, task, label, config, error, created in con.execute(
-        "SELECT key, task, label, config, error, created FROM failures WHERE key >= ? AND key < ? LIMIT ?",
-        (*span, limit))]
+    hits += [_failure(row) for row in con.execute(
+        f"SELECT {FAILURE_COLUMNS} FROM failures WHERE key >= ? AND key < ? LIMIT ?", (*span, limit))]
     return hits[:limit]
 
 

@@ -11,6 +11,7 @@ its one-line error and the sweep goes on.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -113,6 +114,11 @@ def _no_table(rows: list[dict]) -> Any:
     raise NotImplementedError("a worker only runs cells")
 
 
+def _error(e: Exception) -> dict:
+    """A cell's failure as its stored outcome: the exception's type and message on one line."""
+    return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}
+
+
 def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | None = None,
          store: str | None = None) -> dict:
     """Run one cell from its config dump; returns {"record": ...} or {"error": one line}. The worker never opens
@@ -131,7 +137,7 @@ def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | Non
     try:
         record = execute(parse_config(raw), progress=False, store=Path(store) if store else None).record
     except Exception as e:  # noqa: BLE001  (any failure of one cell is recorded; the sweep goes on)
-        return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}
+        return _error(e)
     faults.hit("worker_done")
     return {"record": record}
 
@@ -151,7 +157,7 @@ def _serve(conn: Any, threads: int) -> None:
             return  # the driver is gone
 
 
-@dataclass
+@dataclass(eq=False)  # a slot is itself: compared by identity
 class _Slot:
     process: Any
     conn: Any
@@ -183,7 +189,7 @@ class LocalPool:
         try:
             slot.conn.send((raw, self.threads, env, tasks, store))
         except Exception as e:  # noqa: BLE001  (e.g. a runtime task whose pipeline cannot be pickled)
-            slot.outcome = {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]}
+            slot.outcome = _error(e)
         return slot.handle
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict]]:
@@ -193,20 +199,16 @@ class LocalPool:
 
             wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout)
         out = []
-        for i, s in enumerate(self.slots):
-            if s not in busy:
-                continue
+        for s in busy:
             outcome = s.outcome
             if outcome is None and s.conn.poll():
-                try:
+                with contextlib.suppress(EOFError, OSError):  # EOF: the worker died; is_alive below says so
                     outcome = s.conn.recv()
-                except (EOFError, OSError):
-                    outcome = None
             if outcome is None and not s.process.is_alive():
                 s.process.join()
                 outcome = {"error": f"worker process died (exit code {s.process.exitcode}: killed or out of memory)"}
                 s.conn.close()
-                self.slots[i] = self._start()
+                self.slots[self.slots.index(s)] = self._start()
             if outcome is not None:
                 out.append((s.handle, outcome))
                 s.handle, s.outcome = None, None
