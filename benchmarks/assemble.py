@@ -29,6 +29,9 @@ ORDER = [
     ("ntk", "python benchmarks/ntk.py (issue 18)"),
     ("theory_study", "the prediction study, a sweep (issue 18; not rerun by run.sh)"),
     ("memory_cell", "python benchmarks/memory_cell.py (issue 15; 25 min per cell, not rerun by run.sh)"),
+    ("precision", "python benchmarks/precision.py (issue 31, part 1)"),
+    ("precision_equivalence", "lorasec report on configs/study/precision.yaml (issue 31, part 1; a sweep, not "
+     "rerun by run.sh)"),
 ]
 
 HEADER = """# lorasec benchmarks

@@ -155,12 +155,13 @@ def _print_findings(rows: list[dict]) -> None:
             continue
         found, _ = compare(mine)
         table = Table(title=f"{name}: paired differences over seeds, treated − reference, and verdicts")
-        for col in ("setting", "comparison", "metric", "n", "mean [95% bootstrap CI]", "verdict", "paper's claim"):
+        for col in ("setting", "comparison", "metric", "n", "mean [95% t CI]", "p (Holm)", "verdict", "paper's claim"):
             table.add_column(col)
         for f in found:
             diff = (f"{f['difference mean']:+.3f} [{f['difference CI low']:+.3f}, {f['difference CI high']:+.3f}]"
                     if f["n"] >= 2 else f"{f['difference mean']:+.3f}")
-            table.add_row(f["setting"], f["comparison"], f["metric"], str(f["n"]), diff, f["verdict"], f["claim"])
+            p = f"{f['p (Holm)']:.3g}" if f.get("p (Holm)") is not None else ""
+            table.add_row(f["setting"], f["comparison"], f["metric"], str(f["n"]), diff, p, f["verdict"], f["claim"])
         console.print(table)
 
 

@@ -364,6 +364,9 @@ class TrainConfig(Frozen):
     optimizer: str = Field("adamw", min_length=1, json_schema_extra={"registry": "optimizer"},
                            description="an optimizer registered in lorasec.optimizers ('adamw': torch's AdamW)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="'fp32', or 'bf16': bfloat16 autocast of the training forward and backward (weights, "
+        "gradients and optimizer state stay fp32; evaluation runs in fp32); part of the result's key")
     max_length: int = Field(128, ge=8, description="tokens per row; longer rows are cut and counted")
     bucket: bool = Field(True, description="sort rows of a chunk by length before batching (less padding)")
     # key=False: left out of store.config_key, as it trades speed for memory and never changes a number

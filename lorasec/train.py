@@ -1,5 +1,5 @@
 """One readable training loop: an optimizer from lorasec.optimizers (AdamW by default), warmup and a schedule,
-dynamic padding, length bucketing, gradient accumulation.
+dynamic padding, length bucketing, gradient accumulation, fp32 or bf16 autocast.
 
 No trainer object: `train(adapted, tokenizer, data, cfg, lr, seed)` runs the steps and returns a log.
 accelerate places the model and batches on one device (the CPU, or one GPU when there is one). It is one process:
@@ -27,7 +27,7 @@ from lorasec.methods import Adapted
 from lorasec.optimizers import OPTIMIZERS
 from lorasec.seeds import torch_seeded
 
-__all__ = ["Encoded", "TrainLog", "batches", "collate", "encode", "lr_factor", "total_steps", "train",
+__all__ = ["Encoded", "TrainLog", "autocast", "batches", "collate", "encode", "lr_factor", "total_steps", "train",
            "train_encoded"]
 
 
@@ -100,6 +100,15 @@ def _grads_finite(params: list[torch.nn.Parameter]) -> bool:
     return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
+def autocast(device: str, precision: str) -> torch.autocast:
+    """The forward's precision: 'bf16' runs it under torch.autocast in bfloat16 (matmuls and their backward in
+    bf16 on fp32 master weights; autograd replays each op's backward in the dtype its forward used).
+
+    torch.autocast, not accelerate's `mixed_precision`: accelerate fixes that once per process, and a sweep
+    worker runs fp32 and bf16 cells one after another."""
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _checkpointing(model: torch.nn.Module, on: bool) -> None:
     """Switch activation checkpointing (non-reentrant) of a transformers model, or of the one a peft model wraps.
 
@@ -149,7 +158,8 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
             log.tokens_seen += int(batch["attention_mask"].sum())
             log.padded_tokens += batch["attention_mask"].numel()
             with acc.accumulate(model):
-                loss = model(**batch).loss
+                with autocast(acc.device.type, cfg.precision):
+                    loss = model(**batch).loss
                 value = loss.item()
                 if not math.isfinite(value):
                     bar.close()

@@ -24,9 +24,10 @@ from lorasec.train import train_encoded
 MEMORIZATION = {"task": "memorization", "model": {"name": "tiny-llama", "size": "xs"}, "corpus": {"name": "moby-dick"},
                 "method": {"kind": "lora", "rank": 16, "alpha": 32}}
 # config_key of these configs under schema 2 (defaults resolved into the config), pinned so that a change of the
-# key rule shows here; schema 1's keys (3bbce2ab..., 4c998916...) moved on purpose when the lr default was resolved
-OLD_KEYS = {"classification": "e3ba1688adbb570dfca98804ba8d8f5f19b57d288faf679d629e3513e9767b2b",
-            "memorization": "f65b644ea696937125e5891931ad276ac99c41f0e97ef09212c6ed42bf4ecfa8"}
+# key rule shows here; schema 1's keys (3bbce2ab..., 4c998916...) moved on purpose when the lr default was resolved,
+# and the schema-2 keys before train.precision (e3ba1688..., f65b644e...) when that field joined every key
+OLD_KEYS = {"classification": "ff3b1286d896eb2adc31c6842357139238b020b3eb8196ab7a8ed829b760537e",
+            "memorization": "6bcfe3ad71985ea8c081fa35f3919506a1b749a390ffb99596f035fc62d02da5"}
 
 
 def old_rule(cfg) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from lorasec.report import build, report
 from lorasec.store import open_store, results, save, save_failure
@@ -116,8 +117,9 @@ def _check_against_numpy(rows: list[dict], sections) -> int:
             assert g[f"{metric} mean"] == pytest.approx(xs.mean(), abs=1e-12)
             if xs.size > 1:
                 assert g[f"{metric} std"] == pytest.approx(xs.std(ddof=1), abs=1e-12)
-                assert xs.min() - 1e-12 <= g[f"{metric} CI low"] <= g[f"{metric} mean"] <= g[f"{metric} CI high"] \
-                    <= xs.max() + 1e-12
+                lo, hi = sps.ttest_1samp(xs, 0.0).confidence_interval(0.95)  # the t interval, as scipy has it
+                assert (g[f"{metric} CI low"], g[f"{metric} CI high"]) == (pytest.approx(lo, abs=1e-9),
+                                                                          pytest.approx(hi, abs=1e-9))
             checked += 2
 
     # paired: the same config but for method and learning rate, the same seed, against full fine-tuning
@@ -147,9 +149,17 @@ def _check_against_numpy(rows: list[dict], sections) -> int:
         assert f["difference mean"] == pytest.approx(diffs.mean(), abs=1e-12)
         assert f["difference std"] == pytest.approx(diffs.std(ddof=1), abs=1e-12)
         lo, hi = f["difference CI low"], f["difference CI high"]
-        assert diffs.min() - 1e-12 <= lo <= f["difference mean"] <= hi <= diffs.max() + 1e-12
-        if f["verdict"].startswith("LoRA"):  # a verdict only when the interval excludes 0
-            assert lo > 0 or hi < 0
+        ref = sps.ttest_1samp(diffs, 0.0)
+        assert (lo, hi) == (pytest.approx(ref.confidence_interval(0.95)[0], abs=1e-9),
+                            pytest.approx(ref.confidence_interval(0.95)[1], abs=1e-9))
+        if diffs.std() > 0:  # no spread: scipy says nan; lorasec's p is 1 for a zero mean, 0 otherwise
+            assert f["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+        else:
+            assert f["p"] == (1.0 if diffs.mean() == 0 else 0.0)
+        if f["verdict"].startswith(("LoRA", "head-only")):  # a direction only when the Holm-adjusted p < 0.05
+            assert f["p (Holm)"] < 0.05 and (lo > 0 or hi < 0)
+        elif f["verdict"].startswith("equivalent"):
+            assert f["TOST p (Holm)"] < 0.05
         checked += 2
     return checked
 
@@ -185,7 +195,7 @@ def test_synthetic_cells_report_equals_numpy_recomputation():
     sections = task_sections("classification", rows)
     assert _check_against_numpy(rows, sections) > 100
     verdicts = {f["verdict"] for f in _table(sections, "findings", "Classification")}
-    assert verdicts <= {"no difference detected", "LoRA more robust", "LoRA less robust", "head-only more robust",
+    assert {v for v in verdicts if not v.startswith("equivalent (±")} <= {"no difference detected", "LoRA more robust", "LoRA less robust", "head-only more robust",
                         "head-only less robust", "LoRA more accurate", "LoRA less accurate", "head-only more accurate",
                         "head-only less accurate"}
 
@@ -200,10 +210,10 @@ def test_verdict_and_claim_follow_the_interval():
     assert verdict(stats([0.3]), True, "LoRA", "a", "b") == "n=1: no verdict"
     assert claim_status(down, -1) == "holds" and claim_status(up, -1) == "fails"
     assert claim_status(flat, -1) == "not shown" and claim_status(up, None) == ""
-    # the demo's LoRA - full backdoor differences over seeds 1-3: the percentile bootstrap excludes 0 (all three
-    # share a sign), Student's t interval does not, so there is no verdict
+    # the demo's LoRA - full backdoor differences over seeds 1-3: all three share a sign (a percentile bootstrap
+    # would exclude 0), Student's t interval does not, so there is no verdict; the table shows that interval
     demo = stats([-0.823, -0.077, -0.002])
-    assert demo.hi < 0 and demo.t_lo < 0 < demo.t_hi
+    assert demo.t_lo < 0 < demo.t_hi and (demo.lo, demo.hi) == (demo.t_lo, demo.t_hi)
     assert verdict(demo, False, "LoRA", "more robust", "less robust") == "no difference detected"
     from scipy import stats as sps
 

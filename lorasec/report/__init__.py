@@ -21,7 +21,7 @@ from lorasec.errors import InputError
 from lorasec.store import check_store, failures, open_store, results, schema_counts
 from lorasec.tasks import TASKS
 from lorasec.tasks.base import Section
-from lorasec.tasks.evidence import CI_LEVEL, MIN_SEEDS, N_BOOT, flatten, parse_value
+from lorasec.tasks.evidence import RULES, flatten, parse_value
 
 FORMATS = ("md", "html")
 
@@ -54,21 +54,27 @@ def load(store: Path) -> tuple[list[dict], list[dict], int]:
     return rows, failed, older
 
 
-Compare = tuple[tuple[str, object], ...]
+Compare = tuple[tuple[tuple[str, object], ...], ...]  # one tuple of (field, reference value) per --compare
 
 
 def parse_compare(specs: Iterable[str], rows: list[dict]) -> Compare:
-    """`--compare FIELD=REFERENCE` (a dotted config field and its reference value, JSON when it parses): a study's
-    own comparison beside the tasks' declared ones. The field must be one some stored config has."""
+    """`--compare FIELD=REFERENCE[,FIELD=REFERENCE...]` (dotted config fields and their reference values, JSON when
+    it parses): a study's own comparison beside the tasks' declared ones; several fields move together as one
+    treatment (`train.precision=fp32,train.optimizer=adamw`: a recipe against today's). Each field must be one
+    some stored config has."""
     known = sorted({k for r in rows for k in flatten(r["config"])} - {"seed"})
     out = []
     for spec in specs:
-        name, eq, text = spec.partition("=")
-        if not eq or not name or not text:
-            raise InputError(f"--compare: {spec!r} is not FIELD=REFERENCE (e.g. train.precision=fp32)")
-        if name not in known:
-            raise InputError(f"--compare: {name!r} is in no stored config; fields: {', '.join(known)}")
-        out.append((name, parse_value(text)))
+        pairs = []
+        for part in spec.split(","):
+            name, eq, text = part.partition("=")
+            if not eq or not name or not text:
+                raise InputError(f"--compare: {spec!r} is not FIELD=REFERENCE[,FIELD=REFERENCE] "
+                                 "(e.g. train.precision=fp32)")
+            if name not in known:
+                raise InputError(f"--compare: {name!r} is in no stored config; fields: {', '.join(known)}")
+            pairs.append((name, parse_value(text)))
+        out.append(tuple(pairs))
     return tuple(out)
 
 
@@ -102,16 +108,7 @@ def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]
         lines.append(f"- {older} row{'s' * (older != 1)} of an older config schema (before {SCHEMA_VERSION}): "
                      "kept in the store, never reused and left out of this report")
     text = (f"Store `{store.name}`: {len(rows)} stored cell{'s' * (len(rows) != 1)}.\n\n" + "\n".join(lines) +
-            "\n\nHow to read the numbers: cells are grouped by every config field except the seed; n is the number "
-            "of seeds. *std* is the sample standard deviation (ddof=1); the interval is the 95% percentile "
-            f"bootstrap of the mean over seeds ({N_BOOT} resamples, fixed seed, so the same store gives the same "
-            "report). A comparison pairs two sides of a declared variable (the method, a defense, a `--compare` "
-            "field) on the same everything else and seed and summarises the per-seed differences the same way; "
-            f"a verdict needs n ≥ {MIN_SEEDS} and both the {CI_LEVEL:.0%} "
-            "bootstrap interval and Student's t interval (the paired t-test) to exclude 0, else it reads *no "
-            "difference detected* (or says why there is none). With 3-5 seeds the percentile bootstrap alone is "
-            "too narrow (at n = 3 it excludes 0 whenever all three differences share a sign), which is why the t "
-            "interval is required too.\n\n"
+            "\n\nHow to read the numbers: " + RULES + "\n\n"
             "Every row lists the cells behind it (expand *cells*); `lorasec show KEY` prints one cell.")
     return Section("Overview", text)
 

@@ -6,11 +6,15 @@ everything else and seed (LoRA - full, defended - undefended), so seed-to-seed n
 the difference. What is compared is declared as data (`Comparing`: treatment fields, reference values, metrics
 with direction and claims); the tasks' report modules hold their declarations.
 
-Rules, stated once in the report: std is the sample standard deviation (ddof=1); the 95% interval is the
-percentile bootstrap of the mean over seeds; a verdict needs at least MIN_SEEDS paired seeds and both that
-interval and Student's t interval of the mean to exclude 0, otherwise "no difference detected" (or "n=1: no
-verdict"). With 3-5 seeds the percentile bootstrap is too narrow (at n = 3 it excludes 0 whenever the three
-differences share a sign); the t interval is the classical paired test and keeps a verdict honest there.
+Rules, stated once in the report: std is the sample standard deviation (ddof=1); the interval a verdict uses,
+and the one tables show, is Student's t interval of the mean (95%). Each finding carries the two-sided paired
+t-test p, TOST p against the metric's equivalence margin, both Holm-adjusted over the finding's family (one
+declaration x one metric in one report: every setting, rate and rank it is read on), and the minimum detectable
+difference (MDD: the true difference a two-sided paired t-test at alpha = 0.05 finds with 80% power, with the
+observed std). Verdict: the direction when the adjusted t-test p < 0.05; "equivalent (±m)" when the adjusted
+TOST p < 0.05; otherwise "not shown" with the MDD (and, where a paper's effect is known, the seeds it would take).
+From 6 seeds the exact sign-flip (permutation) p is shown beside the t-test's. Fewer than MIN_SEEDS paired
+seeds: no verdict.
 """
 
 from __future__ import annotations
@@ -22,12 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.stats import nct
 from scipy.stats import t as student_t
 
 MIN_SEEDS = 3  # a percentile bootstrap over two values is just their range: no verdict below three
 N_BOOT = 4000
 CI_LEVEL = 0.95
 BOOT_SEED = 0  # the report is a pure function of the store: the same store gives the same intervals
+ALPHA = 0.05  # the level of every test, after Holm's adjustment within a family
+POWER = 0.8  # the power the minimum detectable difference is stated at
+EXACT_FROM = 6  # from this many paired seeds the exact sign-flip test is shown beside the t-test
+MAX_SEEDS_NEEDED = 1000  # "seeds needed" is searched up to this many
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -49,7 +59,8 @@ def frozen(flat: dict[str, Any], drop: Callable[[str], bool] = lambda k: False) 
 
 @dataclass(frozen=True)
 class Stats:
-    """Mean, sample std (ddof=1), 95% percentile-bootstrap interval and Student's t interval of the mean."""
+    """Mean, sample std (ddof=1) and Student's 95% t interval of the mean (as lo/hi, and again as t_lo/t_hi), and
+    the two-sided t-test p of mean 0."""
 
     n: int
     mean: float | None
@@ -58,10 +69,33 @@ class Stats:
     hi: float | None
     t_lo: float | None = None
     t_hi: float | None = None
+    p: float | None = None  # two-sided one-sample (paired) t-test of mean 0
+
+    def tost(self, margin: float) -> float | None:
+        """TOST p of |mean| < margin: the larger of the two one-sided t-tests (H0: mean <= -m, H0: mean >= m)."""
+        return tost_p(self, margin)
+
+    def mdd(self) -> float | None:
+        """Minimum detectable difference at these seeds (see `mdd`)."""
+        return mdd(self.n, self.std)
 
     def spans_zero(self) -> bool:
         """Whether either interval contains 0 (a verdict needs both to exclude it)."""
         return any(a is None or b is None or a <= 0 <= b for a, b in ((self.lo, self.hi), (self.t_lo, self.t_hi)))
+
+
+RULES = (
+    "cells are grouped by every config field except the seed; n is the number of seeds. *std* is the sample "
+    "standard deviation (ddof=1); every interval is Student's 95% t interval of the mean over seeds (no "
+    "percentile bootstrap: at 3-5 seeds it is too narrow). A comparison pairs two sides of a declared variable "
+    "(the method, a defense, a `--compare` field) on the same everything else and seed and tests the per-seed "
+    f"differences: the two-sided paired t-test, and a TOST of equivalence within the metric's margin (*margin*); "
+    "both p-values are Holm-adjusted within the finding's *family* (one declared comparison x one metric in this "
+    f"report: all its settings, rates and ranks). A verdict needs n ≥ {MIN_SEEDS}: the direction when the "
+    f"adjusted t-test p < {ALPHA}, *equivalent (±margin)* when the adjusted TOST p < {ALPHA}, else *no difference "
+    f"detected*. *MDD* is the smallest true difference the t-test would detect with {POWER:.0%} power at these "
+    "seeds (observed std); *seeds needed* is how many seeds would detect the paper's effect (or, with no paper "
+    f"number, the observed mean) with that power. From {EXACT_FROM} seeds the exact sign-flip p is shown too.")
 
 
 def bootstrap_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float]:
@@ -82,20 +116,92 @@ def stats(values: Iterable[float | None]) -> Stats:
     mean = float(np.mean(x))
     if len(x) == 1:
         return Stats(1, mean, None, None, None)
-    lo, hi = bootstrap_ci(x)
     std = float(np.std(x, ddof=1))
-    half = float(student_t.ppf((1 + CI_LEVEL) / 2, len(x) - 1)) * std / math.sqrt(len(x))
-    return Stats(len(x), mean, std, lo, hi, mean - half, mean + half)
+    se = std / math.sqrt(len(x))
+    half = float(student_t.ppf((1 + CI_LEVEL) / 2, len(x) - 1)) * se
+    p = float(2 * student_t.sf(abs(mean) / se, len(x) - 1)) if se > 0 else (1.0 if mean == 0 else 0.0)
+    # lo/hi (what tables and figures draw) are the t interval too: no percentile bootstrap at a handful of seeds
+    return Stats(len(x), mean, std, mean - half, mean + half, mean - half, mean + half, p)
+
+
+def tost_p(s: Stats, margin: float) -> float | None:
+    """Two one-sided t-tests of equivalence within ±margin (Schuirmann): p = max(p_lower, p_upper); None for n < 2.
+    Zero spread: 0 when |mean| < margin, else 1."""
+    if s.n < 2 or s.mean is None or s.std is None:
+        return None
+    se = s.std / math.sqrt(s.n)
+    if se == 0:
+        return 0.0 if abs(s.mean) < margin else 1.0
+    df = s.n - 1
+    p_lower = float(student_t.sf((s.mean + margin) / se, df))  # H0: mean <= -margin
+    p_upper = float(student_t.cdf((s.mean - margin) / se, df))  # H0: mean >= +margin
+    return max(p_lower, p_upper)
+
+
+def power(effect: float, n: int, std: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided one-sample t-test at level alpha to detect a true mean `effect` with n values of
+    std `std` (the noncentral t, as statsmodels' TTestPower computes it)."""
+    df = n - 1
+    crit = float(student_t.ppf(1 - alpha / 2, df))
+    nc = effect / (std / math.sqrt(n))
+    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+
+
+def mdd(n: int, std: float | None, alpha: float = ALPHA, target: float = POWER) -> float | None:
+    """The smallest true difference a two-sided paired t-test at `alpha` detects with power `target` at n seeds,
+    taking the observed std as the truth; None below 2 seeds or without spread."""
+    if n < 2 or std is None or std == 0:
+        return None
+    hi = std
+    while power(hi, n, std, alpha) < target:
+        hi *= 2
+    return float(brentq(lambda d: power(d, n, std, alpha) - target, 0.0, hi, xtol=1e-12 * max(1.0, hi)))
+
+
+def seeds_needed(effect: float, std: float | None, alpha: float = ALPHA, target: float = POWER) -> int | None:
+    """The fewest seeds at which a true difference `effect` is detected with power `target` (observed std as the
+    truth); None without spread, or when it takes more than MAX_SEEDS_NEEDED."""
+    if std is None or std == 0 or effect == 0:
+        return None
+    for n in range(2, MAX_SEEDS_NEEDED + 1):
+        if power(abs(effect), n, std, alpha) >= target:
+            return n
+    return None
+
+
+def sign_flip_p(diffs: Sequence[float]) -> float:
+    """Exact two-sided sign-flip (paired permutation) p of mean 0: the share of the 2^n sign patterns whose |mean|
+    is at least the observed one."""
+    x = np.asarray(diffs, dtype=float)
+    n = x.size
+    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    means = np.abs((signs * x).mean(axis=1))
+    return float(np.mean(means >= abs(x.mean()) - 1e-12))
+
+
+def holm(ps: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None entries are not tested and stay None)."""
+    idx = [i for i, p in enumerate(ps) if p is not None]
+    order = sorted(idx, key=lambda i: ps[i])  # type: ignore[arg-type, return-value]
+    m = len(order)
+    out: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(ps[i])))  # type: ignore[arg-type]
+        out[i] = running
+    return out
 
 
 def stat_columns(prefix: str, s: Stats) -> dict[str, Any]:
-    """Table columns of one statistic: `prefix mean`, `prefix std`, `prefix CI low`, `prefix CI high`."""
-    return {f"{prefix} mean": s.mean, f"{prefix} std": s.std, f"{prefix} CI low": s.lo, f"{prefix} CI high": s.hi}
+    """Table columns of one statistic: `prefix mean`, `prefix std`, and its 95% t interval as `prefix CI low`,
+    `prefix CI high` (the interval a verdict uses; no percentile bootstrap at a handful of seeds)."""
+    return {f"{prefix} mean": s.mean, f"{prefix} std": s.std, f"{prefix} CI low": s.t_lo,
+            f"{prefix} CI high": s.t_hi}
 
 
 def difference_columns(s: Stats) -> dict[str, Any]:
-    """The columns of a paired difference: its statistics and both intervals a verdict reads."""
-    return stat_columns("difference", s) | {"difference t-CI low": s.t_lo, "difference t-CI high": s.t_hi}
+    """The columns of a paired difference: its statistics and its t interval."""
+    return stat_columns("difference", s)
 
 
 # --- groups over seeds -------------------------------------------------------------------------------------
@@ -162,6 +268,7 @@ class Claim:
     text: str
     source: str
     about: dict[str, Any] = field(default_factory=dict)
+    effect: float | None = None  # the paper's difference (treated - reference), for "seeds needed"
 
     def covers(self, treated: dict[str, Any]) -> bool:
         return all(treated.get(k) == v for k, v in self.about.items())
@@ -184,6 +291,7 @@ class Metric:
     worse: str
     applies: Callable[[dict], bool] = _always
     claims: tuple[Claim, ...] = ()
+    margin: float = 0.02  # equivalence margin (TOST), in the metric's own units
 
     def claim_for(self, treated: dict[str, Any]) -> Claim | None:
         return next((c for c in self.claims if c.covers(treated)), None)
@@ -247,11 +355,15 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def declare(field_name: str, reference: Any, metrics: Sequence[Metric], utility: Metric | None = None) -> Comparing:
-    """A study-level comparison on one field (`lorasec report --compare train.precision=fp32`): the task's metrics
-    without the paper's claims, which were made about something else."""
-    plain = tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies) for m in metrics)
-    return Comparing(field_name, (field_name,), {field_name: reference}, plain, utility)
+def declare(reference: Sequence[tuple[str, Any]], metrics: Sequence[Metric], utility: Metric | None = None
+            ) -> Comparing:
+    """A study-level comparison on one or more fields that move together (`lorasec report --compare
+    train.precision=fp32,train.optimizer=adamw`), against their reference values: the task's metrics without the
+    paper's claims, which were made about something else."""
+    plain = tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies, margin=m.margin)
+                  for m in metrics)
+    ref = dict(reference)
+    return Comparing(", ".join(ref), tuple(ref), ref, plain, utility)
 
 
 # --- the method as the compared variable (both shipped tasks compare fine-tuning methods) ---
@@ -348,63 +460,115 @@ def paired(rows: Iterable[dict], value: Callable[[dict], float | None], is_treat
 NO_VERDICT_N1 = "n=1: no verdict"
 
 
-def direction(s: Stats) -> int:
-    """+1 when the interval of the paired difference lies above 0, -1 below, 0 when it spans 0 or n is too small."""
-    if s.n < MIN_SEEDS or s.spans_zero():
+@dataclass(frozen=True)
+class Tested:
+    """A paired difference's tests, Holm-adjusted within its family (one declaration x one metric)."""
+
+    p: float | None = None
+    p_holm: float | None = None
+    tost: float | None = None
+    tost_holm: float | None = None
+    margin: float | None = None
+
+
+def tested(stats_list: Sequence[Stats], margin: float | None) -> list[Tested]:
+    """The t-test and TOST p of each difference of one family, and both Holm-adjusted over the family (rows
+    below MIN_SEEDS are not tested)."""
+    ps = [s.p if s.n >= MIN_SEEDS else None for s in stats_list]
+    ts = [tost_p(s, margin) if margin is not None and s.n >= MIN_SEEDS else None for s in stats_list]
+    return [Tested(p, ph, t, th, margin) for p, ph, t, th in zip(ps, holm(ps), ts, holm(ts), strict=True)]
+
+
+def direction(s: Stats, test: Tested | None = None) -> int:
+    """+1 when the difference is shown above 0, -1 below, 0 otherwise: shown = its (Holm-adjusted, when `test`
+    is given) two-sided t-test p < ALPHA, at MIN_SEEDS or more seeds."""
+    p = s.p if test is None else test.p_holm
+    if s.n < MIN_SEEDS or p is None or p >= ALPHA or not s.mean:
         return 0
-    return 1 if (s.mean or 0) > 0 else -1
+    return 1 if s.mean > 0 else -1
 
 
-def verdict(s: Stats, higher_is_better: bool, subject: str, better: str, worse: str) -> str:
-    """`LoRA more robust` / `LoRA less robust` / `no difference detected` from the paired difference."""
+def is_equivalent(s: Stats, test: Tested | None) -> bool:
+    """Whether the (Holm-adjusted) TOST shows |difference| < margin."""
+    return test is not None and s.n >= MIN_SEEDS and test.tost_holm is not None and test.tost_holm < ALPHA
+
+
+def verdict(s: Stats, higher_is_better: bool, subject: str, better: str, worse: str,
+            test: Tested | None = None) -> str:
+    """`LoRA more robust` / `LoRA less robust` / `equivalent (±m)` / `no difference detected`."""
     if s.n == 0:
         return "no pairs"
     if s.n == 1:
         return NO_VERDICT_N1
     if s.n < MIN_SEEDS:
         return f"n={s.n}: too few seeds for a verdict"
-    d = direction(s)
-    if d == 0:
-        return "no difference detected"
-    return f"{subject} {better if (d > 0) == higher_is_better else worse}"
+    d = direction(s, test)
+    if d:
+        return f"{subject} {better if (d > 0) == higher_is_better else worse}"
+    if is_equivalent(s, test):
+        return f"equivalent (±{test.margin:g})"  # type: ignore[union-attr]
+    return "no difference detected"
 
 
-def claim_status(s: Stats, claimed: int | None) -> str:
-    """Against a claim on the sign of the difference (+1: treated higher, -1: lower): 'holds' when the interval
-    shows that sign, 'fails' when it shows the opposite, 'not shown' otherwise; '' when there is no claim."""
+def claim_status(s: Stats, claimed: int | None, test: Tested | None = None) -> str:
+    """Against a claim on the sign of the difference (+1: treated higher, -1: lower): 'holds' when the test shows
+    that sign, 'fails' when it shows the opposite or equivalence ('fails: equivalent (±m)'), 'not shown'
+    otherwise; '' when there is no claim."""
     if not claimed:
         return ""
-    d = direction(s)
-    return "not shown" if d == 0 else "holds" if d == claimed else "fails"
+    d = direction(s, test)
+    if d:
+        return "holds" if d == claimed else "fails"
+    if is_equivalent(s, test):
+        return f"fails: equivalent (±{test.margin:g})"  # type: ignore[union-attr]
+    return "not shown"
 
 
-def matched(utility: Metric, s: Stats, subject: str) -> str:
-    """Whether the two sides reached the same utility: a side that leaks less only because it learned less is
-    not a finding."""
+def matched(utility: Metric, s: Stats, subject: str, test: Tested | None = None) -> str:
+    """Whether the two sides reached the same utility, by equivalence (TOST within the utility's margin), not by
+    a difference that fails to reach significance: a side that leaks less only because it learned less is not a
+    finding."""
     if s.n < MIN_SEEDS:
         return f"n={s.n}: utility not compared"
-    d = direction(s)
-    worse = d != 0 and (d > 0) != utility.higher_is_better
-    if worse:
+    test = test or tested([s], utility.margin)[0]
+    d = direction(s, test)
+    if d and (d > 0) != utility.higher_is_better:
         return f"no: {subject} has {utility.worse} (learned less): leakage not compared at matched utility"
     if d:
-        return f"yes, and {subject} also has {utility.better}"
-    return f"yes: {utility.name} difference spans 0"
+        return f"no: {subject} has {utility.better}"
+    if is_equivalent(s, test):
+        return f"yes: {utility.name} equivalent within ±{utility.margin:g}"
+    return f"not shown: {utility.name} neither differs nor is equivalent within ±{utility.margin:g}"
 
 
-def finding_columns(decl: Comparing, c: Comparison, shown: list[str], metric: Metric) -> dict[str, Any]:
-    """The columns every finding has: the comparison, its paired difference with both intervals, the verdict,
-    and the claim attached to the metric (when it is about the treated side) with whether our interval shows
-    it."""
+def power_columns(s: Stats, diffs: Sequence[float], effect: float | None) -> dict[str, Any]:
+    """MDD at the seeds run, the seeds a difference of `effect` would need (the paper's effect when known, else
+    the observed mean), and the exact sign-flip p from EXACT_FROM seeds on."""
+    target = effect if effect is not None else s.mean
+    return {"MDD": s.mdd(),
+            "seeds needed": seeds_needed(target, s.std) if target is not None and s.n >= 2 else None,
+            "sign-flip p": sign_flip_p(diffs) if s.n >= EXACT_FROM else None}
+
+
+def finding_columns(decl: Comparing, c: Comparison, shown: list[str], metric: Metric,
+                    test: Tested | None = None) -> dict[str, Any]:
+    """The columns every finding has: the comparison, its paired difference with its t interval, its tests
+    (Holm-adjusted within the family), the verdict, and the claim attached to the metric (when it is about the
+    treated side) with whether our test shows it."""
     claim = metric.claim_for(c.treated)
+    test = test or tested([c.stats], metric.margin)[0]
     return {
         "comparison": f"{decl.side(c.treated, shown)} − {decl.side(c.reference, shown)}",
         "metric": metric.name,
         "n": c.stats.n,
         **difference_columns(c.stats),
-        "verdict": verdict(c.stats, metric.higher_is_better, decl.subject_of(c, shown), metric.better, metric.worse),
+        "p": test.p, "p (Holm)": test.p_holm, "margin": metric.margin, "TOST p (Holm)": test.tost_holm,
+        **power_columns(c.stats, c.diffs, claim.effect if claim else None),
+        "family": f"{decl.name} × {metric.name}",
+        "verdict": verdict(c.stats, metric.higher_is_better, decl.subject_of(c, shown), metric.better, metric.worse,
+                           test),
         "paper claim": f"{claim.text} ({claim.source})" if claim else "",
-        "claim": claim_status(c.stats, claim.sign if claim else None),
+        "claim": claim_status(c.stats, claim.sign if claim else None, test),
     }
 
 
@@ -421,15 +585,20 @@ def findings(rows: list[dict], comparisons: Sequence[Comparing],
     for decl in comparisons:
         shown = decl.shown_fields(all_flat)
         ctx_fields = [f for f in varying(all_flat) if not decl.is_treatment(f) and f != "seed"]
-        util = {_side_key(c): c for c in decl.pairs(rows, decl.utility)} if decl.utility else {}
+        util: dict[tuple, tuple[Comparison, Tested]] = {}
+        if decl.utility:
+            ucomps = decl.pairs(rows, decl.utility)
+            util = {_side_key(c): (c, t) for c, t in zip(ucomps, tested([c.stats for c in ucomps],
+                                                                        decl.utility.margin), strict=True)}
         for metric in decl.metrics:
             found = sorted(((setting(decl, c, ctx_fields), decl.side(c.treated, shown), i, c)
                             for i, c in enumerate(decl.pairs(rows, metric))), key=lambda t: t[:3])
-            for where, _, _, c in found:
-                row = {"setting": where, **finding_columns(decl, c, shown, metric)}
+            tests = tested([c.stats for *_, c in found], metric.margin)  # the family: this metric, this declaration
+            for (where, _, _, c), test in zip(found, tests, strict=True):
+                row = {"setting": where, **finding_columns(decl, c, shown, metric, test)}
                 if decl.utility is not None:
                     u = util.get(_side_key(c))
-                    row["matched utility"] = matched(decl.utility, u.stats, decl.subject_of(c, shown)) \
+                    row["matched utility"] = matched(decl.utility, u[0].stats, decl.subject_of(c, shown), u[1]) \
                         if u and metric is not decl.utility else ""
                 if decl.extra:
                     row |= decl.extra(c)

@@ -1,5 +1,5 @@
 """One figure style for every report section: Okabe-Ito colours (colour-blind safe) with a marker and a line
-style per series (readable in grey print), means with 95% bootstrap bands, the reference method as a band.
+style per series (readable in grey print), means with 95% t-interval bands, the reference method as a band.
 
 Figures are plain `matplotlib.figure.Figure` objects (no pyplot, no global backend): the report saves them as
 png and svg and embeds the png in the HTML page.

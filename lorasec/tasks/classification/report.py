@@ -99,10 +99,13 @@ def labels_only(r: dict) -> bool:
 
 METRICS = (
     Metric("clean accuracy (no attack)", cacc, True, "more accurate", "less accurate", applies=is_clean),
+    # the claims' effects: SST-2 p=0.35 clean accuracy 0.822 - 0.907; SST-2 rate 0.0015 triggered accuracy 0.92 vs
+    # 0.54, i.e. ASR about 0.38 lower (shared/SPEC.md)
     Metric("ΔCACC vs clean baseline", delta_cacc, True, "more robust", "less robust", applies=labels_only,
-           claims=(Claim(-1, "LoRA less robust to label flips", PAPER, {"method.kind": "lora"}),)),
+           claims=(Claim(-1, "LoRA less robust to label flips", PAPER, {"method.kind": "lora"}, effect=-0.085),)),
     Metric("ASR − no-trigger floor", net_asr, False, "more robust", "less robust", applies=has_trigger,
-           claims=(Claim(-1, "LoRA more robust to backdoors", PAPER, {"method.kind": "lora"}),)),
+           claims=(Claim(-1, "LoRA more robust to backdoors", PAPER, {"method.kind": "lora"}, effect=-0.38),),
+           margin=0.05),
 )
 
 
@@ -160,9 +163,9 @@ def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPA
     return findings(rows, comparisons, setting)
 
 
-def study(compare: tuple[tuple[str, object], ...]) -> tuple[Comparing, ...]:
+def study(compare: tuple[tuple[tuple[str, object], ...], ...]) -> tuple[Comparing, ...]:
     """The task's declarations and a study's own (`lorasec report --compare FIELD=REFERENCE`)."""
-    return COMPARISONS + tuple(declare(f, v, METRICS) for f, v in compare)
+    return COMPARISONS + tuple(declare(ref, METRICS) for ref in compare)
 
 
 # --- groups -------------------------------------------------------------------------------------------------
@@ -309,7 +312,7 @@ def poisoned_examples(gs: list[Group], shown: list[str], per_group: int = 3, max
 # --- the hook -----------------------------------------------------------------------------------------------
 
 
-def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> list[Section]:
+def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ...] = ()) -> list[Section]:
     """`Task.report` of classification: verdicts, groups, figures, poisoned rows."""
     gs = groups(rows)
     all_flat = [g.config for g in gs]
@@ -324,8 +327,8 @@ def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> 
     n_seeds = sorted({len(g.rows) for g in gs})
     verdict_text = (
         "Each row compares a method with full fine-tuning on the same data, attack and seed (paired by seed), "
-        "then summarises the per-seed differences: mean, std, 95% bootstrap CI and Student's t CI "
-        "(a verdict needs both to exclude 0). "
+        "then tests the per-seed differences (mean, std, t interval, Holm-adjusted t-test and TOST: see the "
+        "overview). "
         "Under label flip the metric is ΔCACC, the drop in clean accuracy from the same method's clean baseline "
         "(higher = more robust); under a backdoor it is the attack success rate minus the clean baseline's "
         "no-trigger rate of predicting the target (lower = more robust). "
@@ -360,7 +363,7 @@ def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> 
     secs.append(Section(
         "Classification: groups over seeds",
         "One row per configuration (every config field but the seed): n seeds, mean, sample std (ddof=1) and "
-        "95% bootstrap CI of each metric. Figures show the means with their CIs (error bars, bands between "
+        "95% t interval of each metric. Figures show the means with their CIs (error bars, bands between "
         "points); full fine-tuning appears as a grey reference band in the rank and init-variance panels. "
         "Training-loss curves are the mean over seeds, the band their min–max.",
         tables={"groups": group_table}, figures=figures))

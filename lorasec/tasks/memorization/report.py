@@ -93,16 +93,22 @@ LEAKS = Claim(-1, "LoRA leaks less than full fine-tuning", PAPER, {"method.kind"
 DUPLICATION = Claim(-1, "LoRA's memorization is driven less by duplication", PAPER, {"method.kind": "lora"})
 
 
-def leak(name: str, value: Callable[[dict], float | None]) -> Metric:
-    return Metric(name, value, False, "leaks less", "leaks more", claims=(LEAKS,))
+def leak(name: str, value: Callable[[dict], float | None], margin: float = 0.02) -> Metric:
+    return Metric(name, value, False, "leaks less", "leaks more", claims=(LEAKS,), margin=margin)
 
 
-UTILITY = Metric("held-out perplexity", held_out_ppl, False, "lower held-out perplexity",
-                 "higher held-out perplexity")
+def held_out_nll(r: dict) -> float:
+    """Mean held-out token NLL (nats): the log of the stored perplexity."""
+    return float(np.log(held_out_ppl(r)))
+
+
+# equivalence margin of utility: 0.02 nats of held-out NLL (about 2% perplexity)
+UTILITY = Metric("held-out NLL (nats)", held_out_nll, False, "lower held-out NLL", "higher held-out NLL",
+                 margin=0.02)
 METRICS = (
     leak("exact extraction rate", exact),
     leak("relaxed extraction rate (cosine ≥ threshold)", relaxed),
-    leak("canary exposure (bits, mean over canaries)", exposure),
+    leak("canary exposure (bits, mean over canaries)", exposure, margin=0.5),
     *[leak(f"MIA AUC ({s})", auc(s)) for s in MIA_SCORES],
     Metric("memorization vs duplication (slope per doubling)", dup_slope, False,
            "memorization grows less with duplication", "memorization grows more with duplication",
@@ -117,9 +123,9 @@ def setting(decl: Comparing, c: Comparison, ctx_fields: list[str]) -> str:
     return describe(c.context, ctx_fields) or "all cells"
 
 
-def study(compare: tuple[tuple[str, object], ...]) -> tuple[Comparing, ...]:
+def study(compare: tuple[tuple[tuple[str, object], ...], ...]) -> tuple[Comparing, ...]:
     """The task's declarations and a study's own (`lorasec report --compare FIELD=REFERENCE`)."""
-    return COMPARISONS + tuple(declare(f, v, METRICS, UTILITY) for f, v in compare)
+    return COMPARISONS + tuple(declare(ref, METRICS, UTILITY) for ref in compare)
 
 
 def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPARISONS
@@ -295,7 +301,7 @@ def loss_figure(gs: list[Group], shown: list[str], ctx: list[str]) -> Any:
 # --- the hook -----------------------------------------------------------------------------------------------
 
 
-def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> list[Section]:
+def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ...] = ()) -> list[Section]:
     """`Task.report` of memorization: verdicts (leakage beside utility), groups, figures."""
     gs = sorted(groups(rows), key=lambda g: (g.config.get("method.kind") != "full", str(g.config)))
     flat = [g.config for g in gs]
@@ -306,12 +312,12 @@ def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> 
                       if r["model"].get("origin")})
     text = (
         "Each row compares a method with full fine-tuning on the same model, corpus and seed (paired by seed): "
-        "mean, std, 95% bootstrap CI "
-        "and Student's t CI of the per-seed differences (a verdict needs both to exclude 0). "
+        "mean, std and t interval of the per-seed differences, Holm-adjusted t-test and TOST (see the overview). "
         "Leakage is lower-is-better. "
         f"`{PAPER}` claims LoRA **leaks less** than full fine-tuning and that its memorization is driven less by "
         "duplication; the SPEC lists no headline numbers for this paper, so there is no paper-number column. "
-        "*matched utility* says whether the two methods reach the same held-out perplexity: a method that leaks "
+        "*matched utility* says whether the two methods reach the same held-out NLL (equivalent within the margin by a "
+    "TOST, not a difference that merely fails to reach significance): a method that leaks "
         "less only because it learned less is not a finding.")
     if origins:
         text += "\n\nWeights: " + "; ".join(origins) + " (perplexities depend on it)."
@@ -331,7 +337,7 @@ def sections(rows: list[dict], compare: tuple[tuple[str, object], ...] = ()) -> 
         Section("Memorization: verdicts", text, tables={"findings": findings_table}),
         Section("Memorization: groups over seeds",
                 "One row per configuration (every config field but the seed): mean, sample std (ddof=1) and 95% "
-                "bootstrap CI over seeds. ROC curves are drawn from the stored per-record scores (members are "
+                "t interval over seeds. ROC curves are drawn from the stored per-record scores (members are "
                 "positives) on log-log axes, as mimir and ML Privacy Meter draw them; the table gives AUC and TPR "
                 "at 0.1%, 1% and 10% FPR as stored. In the leakage-vs-utility plot the dashed step is the Pareto "
                 "front (no other configuration has both lower perplexity and lower leakage).",
