@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lorasec.tasks.base import Section
+from lorasec.tasks.classification.lr_choice import choice_rows
 from lorasec.tasks.evidence import (
+    MIN_SEEDS,
     SUBJECT,
     Claim,
     Comparing,
@@ -345,6 +347,13 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
         verdict_text += ("\n\nEvery group here has **one seed (n=1)**: the numbers are single runs and no verdict "
                          "is drawn.")
     secs = [Section("Classification: verdicts", verdict_text, tables={"findings": findings_table})]
+    lr_table = choice_rows(rows)
+    if lr_table:
+        secs.append(Section(
+            "Classification: learning rates chosen on validation",
+            "The tuned regime's learning rate per setting: among clean cells that differ only in the lr and the "
+            f"seed, the lr with the highest mean **validation** accuracy over at least {MIN_SEEDS} seeds (a tie goes "
+            "to the smaller lr). Test rows take no part in the choice.", tables={"lr_choice": lr_table}))
 
     group_table = group_rows(gs, shown, ctx_fields)
     figures: dict[str, Any] = {}
