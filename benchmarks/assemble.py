@@ -30,8 +30,8 @@ ORDER = [
     ("theory_study", "the prediction study, a sweep (issue 18; not rerun by run.sh)"),
     ("memory_cell", "python benchmarks/memory_cell.py (issue 15; 25 min per cell, not rerun by run.sh)"),
     ("precision", "python benchmarks/precision.py (issue 31, part 1)"),
-    ("precision_equivalence", "lorasec report on configs/study/precision.yaml (issue 31, part 1; a sweep, not "
-     "rerun by run.sh)"),
+    ("precision_equivalence", "python benchmarks/precision_equivalence.py (issue 31, part 1; reads the store of "
+     "configs/study/precision.yaml, a sweep not rerun by run.sh)"),
 ]
 
 HEADER = """# lorasec benchmarks

@@ -119,3 +119,23 @@ def test_power_columns_name_the_seeds_a_paper_effect_needs():
     assert cols["seeds needed"] == ev.seeds_needed(-0.085, s.std)
     assert cols["sign-flip p"] is None  # 5 seeds: below EXACT_FROM
     assert ev.power_columns(ev.stats(FIXED[1]), FIXED[1], None)["sign-flip p"] == pytest.approx(2 / 64)
+
+
+def test_theory_predictor_verdicts_rank_do_not_rank_and_undefined():
+    from lorasec.tasks.theory.report import spearman_ci, with_verdicts
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    rows = []
+    for name, y in (("monotone", x ** 3), ("independent", rng.normal(size=300)), ("constant", np.ones(300))):
+        rho, lo, hi = spearman_ci(x, y, n_boot=50)
+        rows.append({"predictor": name, "n": 300, "rho": rho, "ci_low": lo, "ci_high": hi})
+    got = {r["predictor"]: r["verdict"] for r in with_verdicts(rows, "n")}
+    assert got == {"monotone": "ranks", "independent": "does not rank (|ρ| < 0.3)", "constant": "undefined (constant)"}
+    # with few cells an independent predictor is "not shown", not "does not rank"
+    few = [{"predictor": "p", "n": 6, "rho": 0.1, "ci_low": -0.7, "ci_high": 0.8}]
+    assert with_verdicts(few, "n")[0]["verdict"] == "not shown"
+    # the p of rho = 0 is Holm-adjusted over the table like every other family (statsmodels as the reference)
+    ps = [r["p"] for r in rows if r["p"] is not None]
+    assert [r["p (Holm)"] for r in rows if r["p"] is not None] == pytest.approx(
+        list(multipletests(ps, method="holm")[1]))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import norm, spearmanr
 
 from lorasec.tasks.base import Section
+from lorasec.tasks.evidence import ALPHA, holm
 from lorasec.tasks.theory.table import OUTCOMES, PREDICTORS, row
 
 N_BOOT = 1000
@@ -31,12 +32,12 @@ def _interval(rho: float, boots: list[float], level: float) -> tuple[float, floa
 
 
 def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, level: float = 0.95,
-                seed: int = 0) -> tuple[float, float, float]:
+                seed: int = 0) -> tuple[float | None, float | None, float | None]:
     """Spearman ρ of (x, y) and a percentile bootstrap CI over resampled pairs (resamples where either side is
-    constant have no ρ and are skipped). NaN-free: a constant input gives ρ = 0 and CI (0, 0)."""
+    constant have no ρ and are skipped). A constant input has no ρ: (None, None, None), shown as "undefined"."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0, 0.0, 0.0
+        return None, None, None
     rho = float(spearmanr(x, y).statistic)
     rng = np.random.default_rng(seed)
     boots = []
@@ -48,13 +49,14 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, level: float
 
 
 def config_spearman_ci(groups: list[tuple[np.ndarray, np.ndarray]], n_boot: int = N_BOOT, level: float = 0.95,
-                       seed: int = 0) -> tuple[float, float, float]:
+                       seed: int = 0) -> tuple[float | None, float | None, float | None]:
     """Spearman ρ across configurations of the per-configuration means (x, y over its seeds), and a percentile CI
-    from resampling each configuration's seeds with replacement (stratified bootstrap). Constant means: ρ = 0."""
+    from resampling each configuration's seeds with replacement (stratified bootstrap). Constant means: no ρ
+    (None, None, None)."""
     mx = np.array([x.mean() for x, _ in groups])
     my = np.array([y.mean() for _, y in groups])
     if np.ptp(mx) == 0 or np.ptp(my) == 0:
-        return 0.0, 0.0, 0.0
+        return None, None, None
     rho = float(spearmanr(mx, my).statistic)
     rng = np.random.default_rng(seed)
     boots = []
@@ -65,6 +67,44 @@ def config_spearman_ci(groups: list[tuple[np.ndarray, np.ndarray]], n_boot: int 
         if np.ptp(bx) > 0 and np.ptp(by) > 0:
             boots.append(spearmanr(bx, by).statistic)
     return _interval(rho, boots, level)
+
+
+RHO_MARGIN = 0.3  # "does not rank": |ρ| < 0.3, shown by a TOST on Fisher's z
+
+
+def rank_tests(rho: float | None, n: int) -> tuple[float | None, float | None]:
+    """Two-sided p of ρ = 0 and TOST p of |ρ| < RHO_MARGIN, both on Fisher's z with se = 1.03 / sqrt(n - 3)
+    (Fieller, Hartley and Pearson's variance for Spearman's ρ); None when ρ is undefined or n < 4."""
+    if rho is None or n < 4:
+        return None, None
+    z, se = float(np.arctanh(np.clip(rho, -0.999999, 0.999999))), 1.03 / np.sqrt(n - 3)
+    m = float(np.arctanh(RHO_MARGIN))
+    p = float(2 * norm.sf(abs(z) / se))
+    tost = float(max(norm.sf((z + m) / se), norm.cdf((z - m) / se)))
+    return p, tost
+
+
+def with_verdicts(rows: list[dict], n_field: str) -> list[dict]:
+    """Holm over the table (the family: every predictor x outcome x attack in it) and a verdict per row: "ranks" /
+    "ranks inversely" (adjusted p < ALPHA), "does not rank (|ρ| < 0.3)" (adjusted TOST p < ALPHA), "not shown", or
+    "undefined (constant)"."""
+    tests = [rank_tests(r["rho"], r[n_field]) for r in rows]
+    p_adj, t_adj = holm([t[0] for t in tests]), holm([t[1] for t in tests])
+    for r, (p, _), pa, ta in zip(rows, tests, p_adj, t_adj, strict=True):
+        if r["rho"] is None:
+            verdict = "undefined (constant)"
+        elif pa is not None and pa < ALPHA:
+            verdict = "ranks" if r["rho"] > 0 else "ranks inversely"
+        elif ta is not None and ta < ALPHA:
+            verdict = f"does not rank (|ρ| < {RHO_MARGIN:g})"
+        else:
+            verdict = "not shown"
+        r |= {"p": p, "p (Holm)": pa, "TOST p (Holm)": ta, "verdict": verdict}
+    return rows
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def _configuration(result: dict) -> str:
@@ -93,8 +133,8 @@ def config_study(results: list[dict]) -> list[dict]:
                 rho, lo, hi = config_spearman_ci(groups)  # type: ignore[arg-type]
                 out.append({"attack": attack, "outcome": outcome, "predictor": pred, "configurations": len(groups),
                             "seeds": "-".join(sorted({str(len(g[0])) for g in groups})),
-                            "rho": round(rho, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)})
-    return out
+                            "rho": _round(rho), "ci_low": _round(lo), "ci_high": _round(hi)})
+    return with_verdicts(out, "configurations")
 
 
 def study(results: list[dict]) -> list[dict]:
@@ -111,8 +151,8 @@ def study(results: list[dict]) -> list[dict]:
                 x, y = map(np.array, zip(*pairs, strict=True))
                 rho, lo, hi = spearman_ci(x, y)
                 out.append({"attack": attack, "outcome": outcome, "predictor": pred, "n": len(pairs),
-                            "rho": round(rho, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)})
-    return out
+                            "rho": _round(rho), "ci_low": _round(lo), "ci_high": _round(hi)})
+    return with_verdicts(out, "n")
 
 
 def _scatter(rows: list[dict], outcome: str, predictors: list[str]):  # -> matplotlib Figure
@@ -150,15 +190,20 @@ def sections(results: list[dict]) -> list[Section]:
     cells = [row(r) for r in results]
 
     def excluding(rows: list[dict]) -> str:
-        strong = [r for r in rows if r["ci_low"] > 0 or r["ci_high"] < 0]
-        chance = 0.05 * len(rows)
-        return (f"{len(strong)} of {len(rows)} predictor/outcome pairs have a CI that excludes 0 (about {chance:.1f} "
-                "would by chance alone at 95%)" + (": " + "; ".join(
+        strong = [r for r in rows if r["verdict"].startswith("ranks")]
+        null = sum(r["verdict"].startswith("does not rank") for r in rows)
+        undefined = sum(r["rho"] is None for r in rows)
+        return (f"{len(strong)} of {len(rows)} predictor/outcome pairs rank the outcome after Holm's adjustment over "
+                f"the table, {null} are shown not to (|ρ| < {RHO_MARGIN:g} by a TOST on Fisher's z), {undefined} are "
+                "undefined (a constant predictor or outcome), the rest not shown" + (": " + "; ".join(
                     f"{r['predictor']} vs {r['outcome']} ({r['attack']}) ρ={r['rho']:+.2f} "
-                    f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" for r in strong) if strong else ""))
+                    f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p {r['p (Holm)']:.3g}" for r in strong)
+                    if strong else ""))
 
     lines = ["ASR: higher = less robust to the backdoor; ΔCACC: poisoned minus clean accuracy of the same seed. "
-             "A CI that covers 0 means the predictor does not rank the configurations.", ""]
+             "A predictor *ranks* the outcome when Spearman's ρ differs from 0 (Fisher-z test, Holm-adjusted over the "
+             f"table) and *does not rank* it only when |ρ| < {RHO_MARGIN:g} is shown (TOST, Holm-adjusted); an "
+             "interval that merely covers 0 is *not shown*.", ""]
     if by_config:
         lines += ["**Across configurations** (the question asked): each configuration's mean over its seeds, "
                   "Spearman ρ across configurations, 95% CI from resampling the seeds within each configuration "
