@@ -168,3 +168,21 @@ def test_show_counts_rows_of_an_older_schema(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr
     assert "1 row of an older config schema (before 2)" in " ".join(out.stdout.split())
+
+
+def test_compare_over_several_fields_moves_them_together():
+    """`--compare train.precision=fp32,train.optimizer=adamw`: one declaration whose treatment is both fields, so a
+    bf16+fused cell pairs with the fp32+adamw cell of the same seed; a malformed part is one line."""
+    from lorasec.errors import InputError
+    from lorasec.report import parse_compare
+    from lorasec.tasks.classification.report import study
+
+    rows = [{"config": {"train": {"precision": "fp32", "optimizer": "adamw"}, "seed": 1}}]
+    spec = parse_compare(["train.precision=fp32,train.optimizer=adamw"], rows)
+    assert spec == ((("train.precision", "fp32"), ("train.optimizer", "adamw")),)
+    decl = study(spec)[-1]
+    assert decl.fields == ("train.precision", "train.optimizer")
+    assert decl.is_reference({"train.precision": "fp32", "train.optimizer": "adamw"})
+    assert not decl.is_reference({"train.precision": "bf16", "train.optimizer": "adamw_fused"})
+    with pytest.raises(InputError, match=r"^--compare: 'train.precision=fp32,oops' is not FIELD=REFERENCE"):
+        parse_compare(["train.precision=fp32,oops"], rows)
