@@ -139,3 +139,9 @@ def test_theory_predictor_verdicts_rank_do_not_rank_and_undefined():
     ps = [r["p"] for r in rows if r["p"] is not None]
     assert [r["p (Holm)"] for r in rows if r["p"] is not None] == pytest.approx(
         list(multipletests(ps, method="holm")[1]))
+
+
+def test_a_detectable_difference_inside_the_margin_says_both():
+    s = ev.stats([0.004, 0.005, 0.0045, 0.0042, 0.0048])
+    t = ev.tested([s], 0.02)[0]
+    assert ev.verdict(s, True, "bf16", "more robust", "less robust", test=t) == "bf16 more robust, within ±0.02"

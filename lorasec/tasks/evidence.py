@@ -504,7 +504,9 @@ def verdict(s: Stats, higher_is_better: bool, subject: str, better: str, worse: 
         return f"n={s.n}: too few seeds for a verdict"
     d = direction(s, test)
     if d:
-        return f"{subject} {better if (d > 0) == higher_is_better else worse}"
+        word = f"{subject} {better if (d > 0) == higher_is_better else worse}"
+        # a difference can be both detectable and too small to matter: say so
+        return f"{word}, within ±{test.margin:g}" if is_equivalent(s, test) else word  # type: ignore[union-attr]
     if is_equivalent(s, test):
         return f"equivalent (±{test.margin:g})"  # type: ignore[union-attr]
     return "no difference detected"
