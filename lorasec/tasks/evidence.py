@@ -30,10 +30,8 @@ from scipy.optimize import brentq
 from scipy.stats import nct
 from scipy.stats import t as student_t
 
-MIN_SEEDS = 3  # a percentile bootstrap over two values is just their range: no verdict below three
-N_BOOT = 4000
+MIN_SEEDS = 3  # a t-test on two differences has one degree of freedom: no verdict below three
 CI_LEVEL = 0.95
-BOOT_SEED = 0  # the report is a pure function of the store: the same store gives the same intervals
 ALPHA = 0.05  # the level of every test, after Holm's adjustment within a family
 POWER = 0.8  # the power the minimum detectable difference is stated at
 EXACT_FROM = 6  # from this many paired seeds the exact sign-flip test is shown beside the t-test
@@ -59,29 +57,27 @@ def frozen(flat: dict[str, Any], drop: Callable[[str], bool] = lambda k: False) 
 
 @dataclass(frozen=True)
 class Stats:
-    """Mean, sample std (ddof=1) and Student's 95% t interval of the mean (as lo/hi, and again as t_lo/t_hi), and
-    the two-sided t-test p of mean 0."""
+    """Mean, sample std (ddof=1), Student's 95% t interval of the mean (lo/hi; t_lo/t_hi name the same interval),
+    and the two-sided t-test p of mean 0."""
 
     n: int
     mean: float | None
     std: float | None
-    lo: float | None
+    lo: float | None  # the t interval: what tables, figures and verdicts read
     hi: float | None
-    t_lo: float | None = None
-    t_hi: float | None = None
     p: float | None = None  # two-sided one-sample (paired) t-test of mean 0
 
-    def tost(self, margin: float) -> float | None:
-        """TOST p of |mean| < margin: the larger of the two one-sided t-tests (H0: mean <= -m, H0: mean >= m)."""
-        return tost_p(self, margin)
+    @property
+    def t_lo(self) -> float | None:
+        return self.lo
+
+    @property
+    def t_hi(self) -> float | None:
+        return self.hi
 
     def mdd(self) -> float | None:
         """Minimum detectable difference at these seeds (see `mdd`)."""
         return mdd(self.n, self.std)
-
-    def spans_zero(self) -> bool:
-        """Whether either interval contains 0 (a verdict needs both to exclude it)."""
-        return any(a is None or b is None or a <= 0 <= b for a, b in ((self.lo, self.hi), (self.t_lo, self.t_hi)))
 
 
 RULES = (
@@ -98,16 +94,6 @@ RULES = (
     f"number, the observed mean) with that power. From {EXACT_FROM} seeds the exact sign-flip p is shown too.")
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean: resample the values with replacement n_boot times."""
-    x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    tail = (1 - CI_LEVEL) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
 def stats(values: Iterable[float | None]) -> Stats:
     """Stats of the values that are present (None and NaN are skipped and not counted)."""
     x = [float(v) for v in values if v is not None and not math.isnan(float(v))]
@@ -120,8 +106,7 @@ def stats(values: Iterable[float | None]) -> Stats:
     se = std / math.sqrt(len(x))
     half = float(student_t.ppf((1 + CI_LEVEL) / 2, len(x) - 1)) * se
     p = float(2 * student_t.sf(abs(mean) / se, len(x) - 1)) if se > 0 else (1.0 if mean == 0 else 0.0)
-    # lo/hi (what tables and figures draw) are the t interval too: no percentile bootstrap at a handful of seeds
-    return Stats(len(x), mean, std, mean - half, mean + half, mean - half, mean + half, p)
+    return Stats(len(x), mean, std, mean - half, mean + half, p)  # no percentile bootstrap at a handful of seeds
 
 
 def tost_p(s: Stats, margin: float) -> float | None:
@@ -194,14 +179,8 @@ def holm(ps: Sequence[float | None]) -> list[float | None]:
 
 def stat_columns(prefix: str, s: Stats) -> dict[str, Any]:
     """Table columns of one statistic: `prefix mean`, `prefix std`, and its 95% t interval as `prefix CI low`,
-    `prefix CI high` (the interval a verdict uses; no percentile bootstrap at a handful of seeds)."""
-    return {f"{prefix} mean": s.mean, f"{prefix} std": s.std, f"{prefix} CI low": s.t_lo,
-            f"{prefix} CI high": s.t_hi}
-
-
-def difference_columns(s: Stats) -> dict[str, Any]:
-    """The columns of a paired difference: its statistics and its t interval."""
-    return stat_columns("difference", s)
+    `prefix CI high` (the interval a verdict uses)."""
+    return {f"{prefix} mean": s.mean, f"{prefix} std": s.std, f"{prefix} CI low": s.lo, f"{prefix} CI high": s.hi}
 
 
 # --- groups over seeds -------------------------------------------------------------------------------------
@@ -563,7 +542,7 @@ def finding_columns(decl: Comparing, c: Comparison, shown: list[str], metric: Me
         "comparison": f"{decl.side(c.treated, shown)} − {decl.side(c.reference, shown)}",
         "metric": metric.name,
         "n": c.stats.n,
-        **difference_columns(c.stats),
+        **stat_columns("difference", c.stats),
         "p": test.p, "p (Holm)": test.p_holm, "margin": metric.margin, "TOST p (Holm)": test.tost_holm,
         **power_columns(c.stats, c.diffs, claim.effect if claim else None),
         "family": f"{decl.name} × {metric.name}",
