@@ -184,5 +184,9 @@ def test_compare_over_several_fields_moves_them_together():
     assert decl.fields == ("train.precision", "train.optimizer")
     assert decl.is_reference({"train.precision": "fp32", "train.optimizer": "adamw"})
     assert not decl.is_reference({"train.precision": "bf16", "train.optimizer": "adamw_fused"})
+    # a JSON reference value may hold commas: they do not split the spec
+    listed = [{"config": {"method": {"targets": ["query", "value"]}, "train": {"precision": "fp32"}, "seed": 1}}]
+    assert parse_compare(['method.targets=["query","value"],train.precision=fp32'], listed) == (
+        (("method.targets", ["query", "value"]), ("train.precision", "fp32")),)
     with pytest.raises(InputError, match=r"^--compare: 'train.precision=fp32,oops' is not FIELD=REFERENCE"):
         parse_compare(["train.precision=fp32,oops"], rows)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import inspect
+import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,6 +59,14 @@ def load(store: Path) -> tuple[list[dict], list[dict], int]:
 Compare = tuple[tuple[tuple[str, object], ...], ...]  # one tuple of (field, reference value) per --compare
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def parse_compare(specs: Iterable[str], rows: list[dict]) -> Compare:
     """`--compare FIELD=REFERENCE[,FIELD=REFERENCE...]` (dotted config fields and their reference values, JSON when
     it parses): a study's own comparison beside the tasks' declared ones; several fields move together as one
@@ -66,9 +76,9 @@ def parse_compare(specs: Iterable[str], rows: list[dict]) -> Compare:
     out = []
     for spec in specs:
         pairs = []
-        for part in spec.split(","):
+        for part in re.split(r",(?=[A-Za-z_][\w.]*=)", spec):  # a comma inside a JSON value is not a separator
             name, eq, text = part.partition("=")
-            if not eq or not name or not text:
+            if not eq or not name or not text or ("," in text and not _is_json(text)):
                 raise InputError(f"--compare: {spec!r} is not FIELD=REFERENCE[,FIELD=REFERENCE] "
                                  "(e.g. train.precision=fp32)")
             if name not in known:
