@@ -16,7 +16,7 @@ Adding one: a module here calling `DEFENSES.add(name, Defense(...))`, and one im
 
 from __future__ import annotations
 
-from lorasec.defenses import keyword, none  # noqa: F401  (register)
+from lorasec.defenses import clustering, keyword, none, onion, spectral, strip  # noqa: F401  (register)
 from lorasec.defenses.base import DEFENSES, Context, Defense, Kept, Rejected, defense_union
 
 __all__ = ["DEFENSES", "Context", "Defense", "Kept", "Rejected", "defense_union"]

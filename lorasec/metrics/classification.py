@@ -34,6 +34,26 @@ def predict_proba(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds
     return out
 
 
+@torch.no_grad()
+def head_features(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
+                  max_length: int, progress: bool = False) -> np.ndarray:
+    """(n, d) last-layer hidden state at the first token (the [CLS] vector a BERT head reads), rows in `ds` order."""
+    model.eval()
+    enc = encode(tokenizer, ds.texts, max_length)
+    order = np.argsort([len(s) for s in enc.input_ids], kind="stable")
+    device = next(model.parameters()).device
+    out: np.ndarray | None = None
+    for start in tqdm(range(0, len(ds), batch_size), desc="features", disable=None if progress else True,
+                      leave=False):
+        rows = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(enc, None, rows, tokenizer.pad_token_id).items()}
+        h = model(**batch, output_hidden_states=True).hidden_states[-1][:, 0].float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(ds), h.shape[1]), dtype=np.float64)
+        out[rows] = h
+    return out if out is not None else np.zeros((0, 0))
+
+
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy plus macro precision/recall/F1; for two classes also binary P/R/F1 with class 1 positive."""
     labels = np.asarray(labels)

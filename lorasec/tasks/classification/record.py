@@ -36,6 +36,7 @@ class InputFilter(Shape):
     clean_accepted: Scores | None
     detection_recall: float | None = None
     asr_after: float | None = None
+    trigger_removed: float | None = None  # input rewriters (ONION): share of triggered rows left with no trigger word
 
 
 class Metrics(Shape):
@@ -57,6 +58,9 @@ class Outputs(Shape):
     texts: list[str] | None = None
     filter_scores: list[float] | None = None
     rejected: list[bool] | None = None
+    filtered_texts: list[str] | None = None  # an input rewriter's (ONION's) text, and the model's answer to it
+    filtered_preds: list[int] | None = None
+    filtered_probs: list[list[float]] | None = None
 
 
 class Poisoned(Shape):
@@ -70,6 +74,7 @@ class Defended(Shape):
     kind: str
     removed_ids: list[Any] | None = None
     train_scores: list[float | None] | None = None
+    input_filter: dict[str, Any] | None = None  # what the input filter chose (its threshold)
 
 
 class Data(Shape):

@@ -1,0 +1,188 @@
+"""ONION (Qi et al., EMNLP 2021, arXiv 2011.10369): an input filter that deletes the words whose removal makes the
+sentence much more fluent to a causal language model.
+
+For a sentence of words w_1..w_n, p_0 is its perplexity and p_i that of the sentence with w_i left out; w_i's
+suspicion is f_i = p_0 - p_i. Words with f_i > t are deleted and the model answers the cleaned sentence (ONION
+rewrites inputs, it rejects none). Sentences of one word are left alone.
+
+- The scoring LM is `scorer` (default SmolLM2-135M, offline, standing in for the paper's GPT-2). Perplexity is
+  exp(mean next-token NLL) of the sentence's tokens after one leading BOS token, exactly what transformers' own
+  `model(ids, labels=ids).loss` gives for that sentence alone (tests/test_defenses.py checks it).
+- All n+1 variants of a sentence go through the LM in one batch; several sentences share a batch up to
+  `batch_rows` rows (BENCHMARKS.md, "ONION: batched leave-one-out").
+- t is `threshold` if given, else chosen on clean validation rows: the smallest of the candidate bars (quantiles of
+  the validation words' suspicions, and "delete nothing") for which the trained model's validation accuracy on the
+  cleaned rows drops by at most `max_val_drop` (the paper picks its bar on clean validation data the same way).
+- Word scores depend only on the scorer and the text, so they are kept in a small SQLite cache under the cache
+  directory (`onion-scores.sqlite`): a sweep scores the same test and validation sentences once, not per cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from lorasec.config import CausalLMConfig, Frozen, SmolLM2Config
+from lorasec.defenses.base import DEFENSES, Context, Defense, Rejected
+from lorasec.paths import cache_dir
+
+QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99)
+
+
+class Onion(Frozen):
+    kind: Literal["onion"] = Field(description="delete words whose removal lowers a causal LM's perplexity most")
+    threshold: float | None = Field(None, description="fixed suspicion bar (perplexity drop); unset = chosen on "
+                                    "clean validation rows")
+    max_val_drop: float = Field(0.02, ge=0, le=1, description="largest validation-accuracy drop the chosen bar may "
+                                "cost (when `threshold` is unset)")
+    val_rows: int = Field(300, ge=10, description="validation rows the bar is chosen on (the first ones)")
+    max_tokens: int = Field(128, ge=4, le=2048, description="scorer tokens per sentence (longer ones are cut)")
+    batch_rows: int = Field(128, ge=1, description="LM rows per batch (whole sentences: n+1 variants each)")
+    scorer: CausalLMConfig = Field(default_factory=SmolLM2Config, description="the causal LM that scores fluency")
+
+
+def variants(text: str) -> list[str]:
+    """The sentence, then each leave-one-word-out variant (whitespace words)."""
+    words = text.split()
+    return [" ".join(words)] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+
+
+def _ids(tokenizer, text: str, max_tokens: int) -> list[int]:
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return ([start] + tokenizer(text, add_special_tokens=False)["input_ids"])[:max_tokens]
+
+
+def perplexities(model, tokenizer, texts: Sequence[str], max_tokens: int) -> np.ndarray:
+    """Perplexity of each text (one batch, right-padded): exp of the mean NLL of its tokens after the BOS."""
+    import torch
+
+    rows = [_ids(tokenizer, t, max_tokens) for t in texts]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                            reduction="none").view(len(rows), width - 1)
+    m = mask[:, 1:].float()
+    mean = (nll * m).sum(1) / m.sum(1).clamp(min=1)
+    return torch.exp(mean).double().numpy()
+
+
+def suspicions(ppl: np.ndarray) -> np.ndarray:
+    """f_i = p_0 - p_i for the variants' perplexities [p_0, p_1, ..., p_n]."""
+    return ppl[0] - ppl[1:]
+
+
+class ScoreCache:
+    """Word suspicions by (scorer, max_tokens, sentence) in SQLite; safe for several sweep workers at once."""
+
+    def __init__(self, scorer_id: str) -> None:
+        self.scorer_id = scorer_id
+        self.con = sqlite3.connect(cache_dir() / "onion-scores.sqlite", timeout=60)
+        self.con.execute("pragma journal_mode=wal")
+        self.con.execute("create table if not exists scores (key text primary key, value text not null)")
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.scorer_id}\0{text}".encode()).hexdigest()
+
+    def get(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        out = {}
+        for t in set(texts):
+            row = self.con.execute("select value from scores where key = ?", (self.key(t),)).fetchone()
+            if row is not None:
+                out[t] = np.array(json.loads(row[0]), dtype=float)
+        return out
+
+    def put(self, found: dict[str, np.ndarray]) -> None:
+        with self.con:
+            self.con.executemany("insert or replace into scores values (?, ?)",
+                                 [(self.key(t), json.dumps(v.tolist())) for t, v in found.items()])
+
+
+def word_scores(texts: Sequence[str], model, tokenizer, max_tokens: int, batch_rows: int,
+                progress: bool = False, cache: ScoreCache | None = None) -> list[np.ndarray]:
+    """Each text's word suspicions (empty for a sentence of one word or none). Whole sentences are packed into
+    batches of at most `batch_rows` LM rows (a sentence longer than that gets a batch of its own), shortest first."""
+    from tqdm.auto import tqdm
+
+    known = cache.get(texts) if cache is not None else {}
+    todo = sorted({t for t in texts if t not in known and len(t.split()) > 1}, key=lambda t: len(t.split()))
+    found: dict[str, np.ndarray] = {}
+    batch: list[str] = []
+    bar = tqdm(total=len(todo), desc="onion", disable=None if progress else True, leave=False)
+
+    def flush() -> None:
+        rows = [v for t in batch for v in variants(t)]
+        ppl = perplexities(model, tokenizer, rows, max_tokens)
+        at = 0
+        for t in batch:
+            n = len(t.split()) + 1
+            found[t] = suspicions(ppl[at : at + n])
+            at += n
+        bar.update(len(batch))
+        batch.clear()
+
+    for t in todo:
+        if batch and sum(len(b.split()) + 1 for b in batch) + len(t.split()) + 1 > batch_rows:
+            flush()
+        batch.append(t)
+    if batch:
+        flush()
+    bar.close()
+    if cache is not None and found:
+        cache.put(found)
+    known |= found
+    return [known.get(t, np.zeros(0)) for t in texts]
+
+
+def clean(text: str, scores: np.ndarray, threshold: float) -> str:
+    """The sentence without the words whose suspicion exceeds the bar (one-word sentences are left alone)."""
+    words = text.split()
+    if len(words) <= 1 or len(scores) != len(words):
+        return text
+    return " ".join(w for w, f in zip(words, scores, strict=True) if not f > threshold)
+
+
+def choose_threshold(texts: Sequence[str], labels: np.ndarray, scores: list[np.ndarray], predict,
+                     max_drop: float) -> float:
+    """The smallest candidate bar whose cleaned validation accuracy is within `max_drop` of the uncleaned one."""
+    every = np.concatenate([s for s in scores if len(s)] or [np.zeros(1)])
+    candidates = sorted({float(np.quantile(every, q)) for q in QUANTILES} | {float(np.inf)})
+    base = float((predict(list(texts)).argmax(1) == labels).mean())
+    for t in candidates:
+        cleaned = [clean(x, s, t) for x, s in zip(texts, scores, strict=True)]
+        if base - float((predict(cleaned).argmax(1) == labels).mean()) <= max_drop:
+            return t
+    return float(np.inf)
+
+
+def input_filter(data, cfg: Onion, ctx: Context) -> Rejected:
+    model, tokenizer = ctx.need("language_model", "defense.scorer")()
+    cache = ScoreCache(json.dumps({"scorer": cfg.scorer.model_dump(mode="json"), "max_tokens": cfg.max_tokens},
+                                  sort_keys=True))
+    threshold = cfg.threshold if cfg.threshold is not None else ctx.memo.get("onion_threshold")
+    if threshold is None:  # chosen once per cell: the clean and triggered sets share it
+        val = ctx.need("val", "defense")
+        n = min(cfg.val_rows, len(val))
+        vt = list(val.texts[:n])
+        vs = word_scores(vt, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache)
+        threshold = choose_threshold(vt, val.labels[:n], vs, ctx.need("predict", "defense"), cfg.max_val_drop)
+        ctx.memo["onion_threshold"] = threshold
+    scores = word_scores(data.texts, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache)
+    texts = tuple(clean(t, s, threshold) for t, s in zip(data.texts, scores, strict=True))
+    top = np.array([s.max() if len(s) else 0.0 for s in scores], dtype=float)
+    return Rejected(top, np.zeros(len(texts), dtype=bool), texts, {"threshold": threshold})
+
+
+DEFENSES.add("onion", Defense(Onion, input_filter=input_filter))
