@@ -45,6 +45,8 @@ class Onion(Frozen):
     max_tokens: int = Field(128, ge=4, le=2048, description="scorer tokens per sentence (longer ones are cut)")
     batch_rows: int = Field(128, ge=1, description="LM rows per batch (whole sentences: n+1 variants each)")
     scorer: CausalLMConfig = Field(default_factory=SmolLM2Config, description="the causal LM that scores fluency")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="the scorer's forward in float32 or under bfloat16 "
+                                               "autocast (about 1.9x faster on CPU; suspicions correlate 0.9997)")
 
 
 def variants(text: str) -> list[str]:
@@ -58,7 +60,7 @@ def _ids(tokenizer, text: str, max_tokens: int) -> list[int]:
     return ([start] + tokenizer(text, add_special_tokens=False)["input_ids"])[:max_tokens]
 
 
-def perplexities(model, tokenizer, texts: Sequence[str], max_tokens: int) -> np.ndarray:
+def perplexities(model, tokenizer, texts: Sequence[str], max_tokens: int, precision: str = "fp32") -> np.ndarray:
     """Perplexity of each text (one batch, right-padded): exp of the mean NLL of its tokens after the BOS."""
     import torch
 
@@ -70,7 +72,7 @@ def perplexities(model, tokenizer, texts: Sequence[str], max_tokens: int) -> np.
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                             reduction="none").view(len(rows), width - 1)
@@ -111,7 +113,7 @@ class ScoreCache:
 
 
 def word_scores(texts: Sequence[str], model, tokenizer, max_tokens: int, batch_rows: int,
-                progress: bool = False, cache: ScoreCache | None = None) -> list[np.ndarray]:
+                progress: bool = False, cache: ScoreCache | None = None, precision: str = "fp32") -> list[np.ndarray]:
     """Each text's word suspicions (empty for a sentence of one word or none). Whole sentences are packed into
     batches of at most `batch_rows` LM rows (a sentence longer than that gets a batch of its own), shortest first."""
     from tqdm.auto import tqdm
@@ -124,7 +126,7 @@ def word_scores(texts: Sequence[str], model, tokenizer, max_tokens: int, batch_r
 
     def flush() -> None:
         rows = [v for t in batch for v in variants(t)]
-        ppl = perplexities(model, tokenizer, rows, max_tokens)
+        ppl = perplexities(model, tokenizer, rows, max_tokens, precision)
         at = 0
         for t in batch:
             n = len(t.split()) + 1
@@ -168,18 +170,22 @@ def choose_threshold(texts: Sequence[str], labels: np.ndarray, scores: list[np.n
 
 
 def input_filter(data, cfg: Onion, ctx: Context) -> Rejected:
-    model, tokenizer = ctx.need("language_model", "defense.scorer")()
-    cache = ScoreCache(json.dumps({"scorer": cfg.scorer.model_dump(mode="json"), "max_tokens": cfg.max_tokens},
-                                  sort_keys=True))
+    if "onion_lm" not in ctx.memo:  # loaded once per cell
+        ctx.memo["onion_lm"] = ctx.need("language_model", "defense.scorer")()
+    model, tokenizer = ctx.memo["onion_lm"]
+    cache = ScoreCache(json.dumps({"scorer": cfg.scorer.model_dump(mode="json"), "max_tokens": cfg.max_tokens,
+                                   "precision": cfg.precision}, sort_keys=True))
     threshold = cfg.threshold if cfg.threshold is not None else ctx.memo.get("onion_threshold")
     if threshold is None:  # chosen once per cell: the clean and triggered sets share it
         val = ctx.need("val", "defense")
         n = min(cfg.val_rows, len(val))
         vt = list(val.texts[:n])
-        vs = word_scores(vt, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache)
+        vs = word_scores(vt, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache,
+                         cfg.precision)
         threshold = choose_threshold(vt, val.labels[:n], vs, ctx.need("predict", "defense"), cfg.max_val_drop)
         ctx.memo["onion_threshold"] = threshold
-    scores = word_scores(data.texts, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache)
+    scores = word_scores(data.texts, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache,
+                         cfg.precision)
     texts = tuple(clean(t, s, threshold) for t, s in zip(data.texts, scores, strict=True))
     top = np.array([s.max() if len(s) else 0.0 for s in scores], dtype=float)
     return Rejected(top, np.zeros(len(texts), dtype=bool), texts, {"threshold": threshold})
