@@ -69,21 +69,50 @@ def _brute(rows: list[dict], treated: dict, reference: dict, context: dict, valu
 def test_defended_vs_undefended_is_a_declaration_and_its_differences_recompute():
     rows = defended_rows()
     found, comps = cls_report.comparison_rows(rows, (cls_report.DEFENSE,))
-    assert len(found) == 3 * 3  # full, LoRA r=4, r=16 x three prefix rates, ASR only (no clean or label-flip pairs)
+    # full, LoRA r=4, r=16 x three prefix rates, x two metrics (ASR after the defense, CACC after the defense)
+    assert len(found) == 3 * 3 * 2
+    values = {"ASR after the defense − floor": cls_report.net_asr_after, "CACC after the defense": cls_report.cacc}
     for f, c in zip(found, comps, strict=True):
-        assert f["metric"] == "ASR − no-trigger floor" and f["comparison"].startswith("keyword (")
+        assert f["metric"] in values and f["comparison"].startswith("keyword (")
         assert f["paper claim"] == "" and f["claim"] == ""  # the paper claims nothing about defenses
         assert c.context["method.kind"] in ("full", "lora")  # the method is held equal, not compared
         assert cls_report.method_label(c.context, []) in f["setting"]
         held = {k: c.context.get(k) for k in ("method.kind", "method.rank", "attack.rate")}
-        want = _brute(rows, c.treated, c.reference, held, cls_report.net_asr)
+        want = _brute(rows, c.treated, c.reference, held, values[f["metric"]])
         assert c.diffs == pytest.approx(want) and len(want) == 4
         assert f["difference mean"] == pytest.approx(np.mean(want))
-        assert f["verdict"] == f["comparison"].split(" − ")[0] + " more robust"
+        if f["metric"].startswith("ASR"):
+            assert f["verdict"] == f["comparison"].split(" − ")[0] + " more robust"
+        else:
+            assert f["difference mean"] == 0  # the synthetic defense leaves clean accuracy alone
     # the method comparison still pairs only cells with the same defense, each defense separately
     method_rows, method_comps = cls_report.comparison_rows(rows, (cls_report.METHOD,))
     assert {c.context.get("defense.kind") for c in method_comps} == {"none", "keyword"}
     assert {f["comparison"] for f in method_rows} == {"LoRA r=4 − full FT", "LoRA r=16 − full FT"}
+
+
+def test_a_defenses_effect_is_compared_between_methods_as_a_difference_of_differences():
+    rows = defended_rows()
+    found, comps = cls_report.comparison_rows(rows, (cls_report.DEFENSE_BY_METHOD,))
+    asr_rows = [(f, c) for f, c in zip(found, comps, strict=True) if f["metric"] == "defense's change in ASR − floor"]
+    assert len(asr_rows) == 2 * 3  # LoRA r=4 and r=16 against full FT, three prefix rates
+    for f, c in asr_rows:
+        assert f["comparison"] in ("LoRA r=4 − full FT", "LoRA r=16 − full FT") and c.context["defense.kind"] == "keyword"
+        # brute force: (defended - undefended) of LoRA minus (defended - undefended) of full, per seed
+        rate = c.context["attack.rate"]
+
+        def effect(method: dict) -> dict[int, float]:
+            out: dict[int, dict[str, float]] = {}
+            for r in rows:
+                flat = flatten(r["config"])
+                if flat["attack.kind"] == "prefix" and flat["attack.rate"] == rate and all(
+                        flat.get(k) == v for k, v in method.items()):
+                    out.setdefault(flat["seed"], {})[flat["defense.kind"]] = cls_report.net_asr_after(r)
+            return {s: v["keyword"] - v["none"] for s, v in out.items()}
+
+        lora, full = effect(c.treated), effect(c.reference)
+        want = [lora[s] - full[s] for s in sorted(set(lora) & set(full))]
+        assert c.diffs == pytest.approx(want) and len(want) == 4
 
 
 def test_the_report_shows_both_declarations(tmp_path):
@@ -96,7 +125,8 @@ def test_the_report_shows_both_declarations(tmp_path):
     section = next(s for s in build(store) if s.title == "Classification: verdicts")
     comparisons = {f["comparison"].split(" − ")[1] for f in section.tables["findings"]}
     assert comparisons == {"full FT", "none"}
-    assert "Further rows compare other declared variables (defense)" in section.text
+    assert "Further rows compare other declared variables (defense, defense effect by method)" in section.text
+    assert "does LoRA make the defense more or less effective" in section.text
 
 
 def test_metric_follows_what_the_row_holds_not_the_attack_name():

@@ -288,3 +288,36 @@ def test_onion_with_smollm2_removes_a_rare_token_prefix_from_most_triggered_rows
     assert removed > 0.5, removed
     kept = [onion.clean(f"cf {t}", s, bar) for t, s in zip(texts, trig, strict=True)]
     assert np.mean(["cf" not in k.split() for k in kept]) == removed
+
+
+def test_the_report_pairs_each_defense_per_method_and_compares_methods_on_its_effect(tmp_path, tiny_cfg):
+    """Real cells into a real store (full / LoRA x none / STRIP / spectral x 3 seeds under a prefix backdoor, and
+    their clean baselines), then the report: the defenses table recomputes from the records, and the effect of a
+    defense is compared between methods as a difference of differences."""
+    from lorasec.audit import audit_all
+    from lorasec.report import build
+    from lorasec.tasks.classification import report as cls_report
+
+    cfgs = [parse_config(tiny_cfg | {"seed": seed, "method": method, "defense": defense, "train": {"steps": 4}})
+            for seed in (1, 2, 3) for method in ({"kind": "full"}, {"kind": "lora", "rank": 4})
+            for defense in ({"kind": "none"}, DEFENSES["strip"], DEFENSES["spectral"])]
+    store = tmp_path / "d.sqlite"
+    rows = audit_all(cfgs, store, progress=False)
+    secs = {s.title: s for s in build(store)}
+    table = secs["Classification: defenses"].tables["defenses"]
+    assert {(r["defense"].split(" ")[0], r["method"]) for r in table} == {
+        (d, m) for d in ("spectral", "strip") for m in ("full FT", "LoRA r=4")}
+    strip_full = next(r for r in table if r["defense"].startswith("strip") and r["method"] == "full FT"
+                      and r["attack"].startswith("attack.kind=prefix"))
+    mine = [r for r in rows if r["config"]["defense"]["kind"] == "strip" and r["config"]["method"]["kind"] == "full"
+            and r["config"]["attack"]["kind"] == "prefix"]
+    assert strip_full["FRR"] == pytest.approx(np.mean([np.mean(r["outputs"]["clean"]["rejected"]) for r in mine]))
+    assert strip_full["ASR after mean"] == pytest.approx(np.mean([r["metrics"]["input_filter"]["asr_after"]
+                                                                  for r in mine]))
+    findings = secs["Classification: verdicts"].tables["findings"]
+    fams = {f["family"] for f in findings}
+    assert "defense × ASR after the defense − floor" in fams
+    assert "defense effect by method × defense's change in ASR − floor" in fams
+    did = [f for f in findings if f["family"].startswith("defense effect by method")]
+    assert {f["comparison"] for f in did} == {"LoRA r=4 − full FT"} and all(f["n"] == 3 for f in did)
+    assert cls_report.DEFENSE_BY_METHOD.name == "defense effect by method"

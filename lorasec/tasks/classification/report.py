@@ -7,6 +7,7 @@ Reads stored result dicts only: no torch, no training stack.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from lorasec.tasks.base import Section
@@ -22,6 +23,8 @@ from lorasec.tasks.evidence import (
     declare,
     describe,
     findings,
+    flatten,
+    frozen,
     groups,
     method_comparison,
     method_label,
@@ -146,9 +149,79 @@ def defense_label(flat: dict[str, Any], shown: list[str]) -> str:
     return f"{kind} ({params.replace('defense.', '')})" if params else kind
 
 
+# --- defenses: what a cell's numbers are after its defense ----------------------------------------------------
+
+
+def input_filter(r: dict) -> dict | None:
+    return r["metrics"].get("input_filter")
+
+
+def asr_after(r: dict) -> float | None:
+    """ASR once the defense has acted: an input filter's (rejected triggered rows count as stopped; a rewriter's
+    answers are to the rewritten text), else the model's own (a training-set filter acts on the model)."""
+    f = input_filter(r)
+    return f.get("asr_after") if f else asr(r)
+
+
+def net_asr_after(r: dict) -> float | None:
+    a, floor = asr_after(r), asr_floor(r)
+    return a - floor if a is not None and floor is not None else None
+
+
+def cacc_after(r: dict) -> float | None:
+    """Clean accuracy once the defense has acted: over the clean inputs an input filter answers (its FRR is shown
+    beside), else the model's own."""
+    f = input_filter(r)
+    if f:
+        return (f.get("clean_accepted") or {}).get("accuracy")
+    return cacc(r)
+
+
+def is_defended(r: dict) -> bool:
+    return r["config"].get("defense", {}).get("kind", "none") != "none"
+
+
+def _is_defense_field(name: str) -> bool:
+    return name.startswith("defense.")
+
+
+def with_defense_effects(rows: list[dict]) -> list[dict]:
+    """Every defended row gains `defense_effect`: its after-defense ASR − floor and CACC minus those of the same cell
+    (same everything and seed) undefended, so that methods can be compared on what a defense does for them."""
+    plain = {frozen(flatten(r["config"]), drop=_is_defense_field): r for r in rows if not is_defended(r)}
+    out = []
+    for r in rows:
+        ref = plain.get(frozen(flatten(r["config"]), drop=_is_defense_field)) if is_defended(r) else None
+        if ref is not None:
+            effect = {}
+            for name, value in (("asr", net_asr_after), ("cacc", cacc_after)):
+                a, b = value(r), value(ref)
+                effect[name] = a - b if a is not None and b is not None else None
+            r = r | {"defense_effect": effect}
+        out.append(r)
+    return out
+
+
+def _effect(name: str) -> Callable[[dict], float | None]:
+    return lambda r: (r.get("defense_effect") or {}).get(name)
+
+
+DEFENSE_METRICS = (
+    Metric("ASR after the defense − floor", net_asr_after, False, "more robust", "less robust", applies=has_trigger,
+           margin=0.05),
+    Metric("CACC after the defense", cacc_after, True, "more accurate", "less accurate"),
+)
 # defended against undefended on the same method, attack and seed: the defense's effect per method
-DEFENSE = Comparing("defense", ("defense.",), {"defense.kind": "none"}, METRICS, label=defense_label)
-COMPARISONS = (METHOD, DEFENSE)
+DEFENSE = Comparing("defense", ("defense.",), {"defense.kind": "none"}, DEFENSE_METRICS, label=defense_label)
+# ... and that effect compared between methods (a difference of differences, paired by seed): does LoRA make a
+# defense more or less effective than full fine-tuning does?
+DEFENSE_BY_METHOD = replace(method_comparison((
+    Metric("defense's change in ASR − floor", _effect("asr"), False, "gets more from the defense",
+           "gets less from the defense", applies=has_trigger, margin=0.05),
+    Metric("defense's change in CACC", _effect("cacc"), True, "loses less accuracy to the defense",
+           "loses more accuracy to the defense"),
+)), name="defense effect by method")
+COMPARISONS = (METHOD, DEFENSE, DEFENSE_BY_METHOD)
 
 
 def setting(decl: Comparing, c: Comparison, ctx_fields: list[str]) -> str:
@@ -162,7 +235,7 @@ def setting(decl: Comparing, c: Comparison, ctx_fields: list[str]) -> str:
 
 def comparison_rows(rows: list[dict], comparisons: tuple[Comparing, ...] = COMPARISONS
                     ) -> tuple[list[dict], list[Comparison]]:
-    return findings(rows, comparisons, setting)
+    return findings(with_defense_effects(rows), comparisons, setting)
 
 
 def study(compare: tuple[tuple[tuple[str, object], ...], ...]) -> tuple[Comparing, ...]:
@@ -203,6 +276,39 @@ def group_rows(gs: list[Group], shown: list[str], ctx_fields: list[str]) -> list
         row |= stat_columns("ASR − floor", g.stats(net_asr))
         row["triggered accuracy mean"] = g.stats(triggered_accuracy).mean
         row["paper"] = paper_value(g)
+        row["cells"] = g.keys
+        out.append(row)
+    return out
+
+
+def _filter_value(part: str, name: str) -> Callable[[dict], float | None]:
+    return lambda r: (r["metrics"].get(part) or {}).get(name)
+
+
+DEFENSE_DIAGNOSTICS = (  # column, value: what each defense decided, recomputable from the stored per-sample rows
+    ("FRR", _filter_value("input_filter", "frr")),
+    ("detection recall", _filter_value("input_filter", "detection_recall")),
+    ("trigger removed", _filter_value("input_filter", "trigger_removed")),
+    ("removal precision", _filter_value("train_filter", "precision")),
+    ("removal recall", _filter_value("train_filter", "recall")),
+    ("rows removed", _filter_value("train_filter", "n_removed")),
+)
+
+
+def defense_rows(gs: list[Group], shown: list[str]) -> list[dict]:
+    """Per defended configuration: what the defense decided (means over seeds) and ASR / CACC after it."""
+    out = []
+    for g in sorted((g for g in gs if is_defended(g.rows[0])), key=lambda g: (
+            str(g.config.get("defense.kind")), describe(g.config, ["attack.kind", "attack.rate"]),
+            method_label(g.config, shown))):
+        row: dict[str, Any] = {"defense": defense_label(g.config, [f for f in varying([x.config for x in gs])
+                                                                   if f.startswith("defense.")]),
+                               "method": method_label(g.config, shown),
+                               "attack": describe(g.config, ["attack.kind", "attack.rate"]), "n": len(g.rows)}
+        for name, value in DEFENSE_DIAGNOSTICS:
+            row[name] = g.stats(value).mean
+        row |= stat_columns("ASR after", g.stats(asr_after))
+        row |= stat_columns("CACC after", g.stats(cacc_after))
         row["cells"] = g.keys
         out.append(row)
     return out
@@ -342,6 +448,11 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
         verdict_text += (f"\n\nFurther rows compare other declared variables ({named}): the treated side against "
                          "the reference side with everything else, the method included, held equal and paired by "
                          "seed; no paper makes a claim about them.")
+        if any(f["family"].startswith(DEFENSE_BY_METHOD.name) for f in others):
+            verdict_text += (f" The *{DEFENSE_BY_METHOD.name}* rows compare methods on what a defense does: per "
+                             "seed, the method's (defended − undefended) minus full fine-tuning's, on ASR − floor "
+                             "and clean accuracy after the defense (does LoRA make the defense more or less "
+                             "effective than full fine-tuning does?).")
         findings_table += others
     if n_seeds == [1]:
         verdict_text += ("\n\nEvery group here has **one seed (n=1)**: the numbers are single runs and no verdict "
@@ -354,6 +465,18 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
             "The tuned regime's learning rate per setting: among clean cells that differ only in the lr and the "
             f"seed, the lr with the highest mean **validation** accuracy over at least {MIN_SEEDS} seeds (a tie goes "
             "to the smaller lr). Test rows take no part in the choice.", tables={"lr_choice": lr_table}))
+
+    defended = defense_rows(gs, shown)
+    if defended:
+        secs.append(Section(
+            "Classification: defenses",
+            "Per defended configuration, means over seeds of what the defense decided, read from the stored "
+            "per-sample decisions: an input filter's FRR (clean test inputs rejected), detection recall (triggered "
+            "inputs rejected) and, for a filter that rewrites inputs (ONION), the share of triggered rows left "
+            "with no trigger word; a training-set filter's precision and recall of the rows it removed against "
+            "the poisoned row ids. Then ASR and clean accuracy after the defense (an input filter's clean accuracy "
+            "is over the inputs it answers). The paired effect of each defense per method, and its difference "
+            "between methods, are rows of the verdicts table.", tables={"defenses": defended}))
 
     group_table = group_rows(gs, shown, ctx_fields)
     figures: dict[str, Any] = {}
