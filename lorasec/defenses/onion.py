@@ -8,8 +8,9 @@ rewrites inputs, it rejects none). Sentences of one word are left alone.
 - The scoring LM is `scorer` (default SmolLM2-135M, offline, standing in for the paper's GPT-2). Perplexity is
   exp(mean next-token NLL) of the sentence's tokens after one leading BOS token, exactly what transformers' own
   `model(ids, labels=ids).loss` gives for that sentence alone (tests/test_defenses.py checks it).
-- All n+1 variants of a sentence go through the LM in one batch; several sentences share a batch up to
-  `batch_rows` rows (BENCHMARKS.md, "ONION: batched leave-one-out").
+- All n+1 variants of a sentence go through the LM in one batch; several sentences may share a batch up to
+  `batch_rows` rows, but on CPU one batch per sentence (the default) is the fastest: 2.9x the naive one call per
+  variant with SmolLM2, packing 2.6x, bf16 autocast 4.6x (BENCHMARKS.md, "ONION: batched leave-one-out").
 - t is `threshold` if given, else chosen on clean validation rows: the smallest of the candidate bars (quantiles of
   the validation words' suspicions, and "delete nothing") for which the trained model's validation accuracy on the
   cleaned rows drops by at most `max_val_drop` (the paper picks its bar on clean validation data the same way).
@@ -43,7 +44,8 @@ class Onion(Frozen):
                                 "cost (when `threshold` is unset)")
     val_rows: int = Field(300, ge=10, description="validation rows the bar is chosen on (the first ones)")
     max_tokens: int = Field(128, ge=4, le=2048, description="scorer tokens per sentence (longer ones are cut)")
-    batch_rows: int = Field(128, ge=1, description="LM rows per batch (whole sentences: n+1 variants each)")
+    batch_rows: int = Field(1, ge=1, description="LM rows per batch, whole sentences (n+1 variants each) packed up to "
+                            "it; 1 = one batch per sentence, the fastest on CPU (BENCHMARKS.md)")
     scorer: CausalLMConfig = Field(default_factory=SmolLM2Config, description="the causal LM that scores fluency")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="the scorer's forward in float32 or under bfloat16 "
                                                "autocast (about 1.9x faster on CPU; suspicions correlate 0.9997)")
