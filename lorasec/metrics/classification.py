@@ -17,40 +17,38 @@ from lorasec.data.batching import collate, encode
 from lorasec.data.text import TextDataset
 
 
-@torch.no_grad()
-def predict_proba(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
-                  max_length: int, progress: bool = False) -> np.ndarray:
-    """(n, k) class probabilities, rows in the order of `ds`; batches are length-sorted for speed."""
-    model.eval()
-    enc = encode(tokenizer, ds.texts, max_length)
-    order = np.argsort([len(s) for s in enc.input_ids], kind="stable")
-    device = next(model.parameters()).device
-    out = np.zeros((len(ds), ds.n_classes), dtype=np.float64)
-    for start in tqdm(range(0, len(ds), batch_size), desc="eval", disable=None if progress else True, leave=False):
-        rows = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(enc, None, rows, tokenizer.pad_token_id).items()}
-        logits = model(**batch).logits.float()  # (B, k)
-        out[rows] = torch.softmax(logits, dim=-1).double().cpu().numpy()
-    return out
-
-
-@torch.no_grad()
-def head_features(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
-                  max_length: int, progress: bool = False) -> np.ndarray:
-    """(n, d) last-layer hidden state at the first token (the [CLS] vector a BERT head reads), rows in `ds` order."""
+def _batched(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
+             max_length: int, desc: str, progress: bool, read) -> np.ndarray | None:
+    """`read(model output)` -> (B, d) per length-sorted batch, gathered back into `ds` order (None when empty)."""
     model.eval()
     enc = encode(tokenizer, ds.texts, max_length)
     order = np.argsort([len(s) for s in enc.input_ids], kind="stable")
     device = next(model.parameters()).device
     out: np.ndarray | None = None
-    for start in tqdm(range(0, len(ds), batch_size), desc="features", disable=None if progress else True,
-                      leave=False):
+    for start in tqdm(range(0, len(ds), batch_size), desc=desc, disable=None if progress else True, leave=False):
         rows = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate(enc, None, rows, tokenizer.pad_token_id).items()}
-        h = model(**batch, output_hidden_states=True).hidden_states[-1][:, 0].float().cpu().numpy()
+        with torch.no_grad():
+            h = read(model, batch).double().cpu().numpy()
         if out is None:
             out = np.zeros((len(ds), h.shape[1]), dtype=np.float64)
         out[rows] = h
+    return out
+
+
+def predict_proba(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
+                  max_length: int, progress: bool = False) -> np.ndarray:
+    """(n, k) class probabilities, rows in the order of `ds`; batches are length-sorted for speed."""
+    out = _batched(model, tokenizer, ds, batch_size, max_length, "eval", progress,
+                   lambda m, b: torch.softmax(m(**b).logits.float(), dim=-1))
+    return out if out is not None else np.zeros((0, ds.n_classes))
+
+
+def head_features(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ds: TextDataset, batch_size: int,
+                  max_length: int, progress: bool = False) -> np.ndarray:
+    """(n, d) last-layer hidden state at the first token (the [CLS] vector a BERT head reads), rows in `ds` order."""
+    out = _batched(model, tokenizer, ds, batch_size, max_length, "features", progress,
+                   lambda m, b: m(**b, output_hidden_states=True).hidden_states[-1][:, 0].float())
     return out if out is not None else np.zeros((0, 0))
 
 
