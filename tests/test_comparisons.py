@@ -97,11 +97,12 @@ def test_a_defenses_effect_is_compared_between_methods_as_a_difference_of_differ
     asr_rows = [(f, c) for f, c in zip(found, comps, strict=True) if f["metric"] == "defense's change in ASR − floor"]
     assert len(asr_rows) == 2 * 3  # LoRA r=4 and r=16 against full FT, three prefix rates
     for f, c in asr_rows:
-        assert f["comparison"] in ("LoRA r=4 − full FT", "LoRA r=16 − full FT") and c.context["defense.kind"] == "keyword"
+        assert f["comparison"] in ("LoRA r=4 − full FT", "LoRA r=16 − full FT")
+        assert c.context["defense.kind"] == "keyword"
         # brute force: (defended - undefended) of LoRA minus (defended - undefended) of full, per seed
         rate = c.context["attack.rate"]
 
-        def effect(method: dict) -> dict[int, float]:
+        def effect(method: dict, rate: float = rate) -> dict[int, float]:
             out: dict[int, dict[str, float]] = {}
             for r in rows:
                 flat = flatten(r["config"])

@@ -112,8 +112,8 @@ def test_strip_rejects_inputs_whose_prediction_survives_perturbation():
         return np.array([[0.01, 0.99] if "cf" in x.split() else
                          [0.5 + 0.05 * x.split().count("great"), 0.5 - 0.05 * x.split().count("great")] for x in xs])
 
-    from lorasec.defenses.base import Context
     from lorasec.data.text import TextDataset
+    from lorasec.defenses.base import Context
 
     def ds(texts):
         return TextDataset(np.arange(len(texts)).astype(str), tuple(texts), np.zeros(len(texts), int), 2)
@@ -304,7 +304,11 @@ def test_the_report_pairs_each_defense_per_method_and_compares_methods_on_its_ef
     store = tmp_path / "d.sqlite"
     rows = audit_all(cfgs, store, progress=False)
     secs = {s.title: s for s in build(store)}
-    table = secs["Classification: defenses"].tables["defenses"]
+    tables = secs["Classification: defenses"].tables
+    assert set(tables) == {"strip", "spectral", "strip_paired", "spectral_paired"}
+    table = tables["strip"] + tables["spectral"]
+    assert {f["family"].split(" × ")[0] for f in tables["strip_paired"]} == {"defense", "defense effect by method"}
+    assert all("strip" in f["comparison"] or "defense.kind=strip" in f["setting"] for f in tables["strip_paired"])
     assert {(r["defense"].split(" ")[0], r["method"]) for r in table} == {
         (d, m) for d in ("spectral", "strip") for m in ("full FT", "LoRA r=4")}
     strip_full = next(r for r in table if r["defense"].startswith("strip") and r["method"] == "full FT"

@@ -431,7 +431,7 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
         if must not in fields:
             fields = [must, *fields]
     findings_table, _ = comparison_rows(rows, (METHOD,))
-    others, _ = comparison_rows(rows, study(compare)[1:])
+    others, other_comps = comparison_rows(rows, study(compare)[1:])
     n_seeds = sorted({len(g.rows) for g in gs})
     verdict_text = (
         "Each row compares a method with full fine-tuning on the same data, attack and seed (paired by seed), "
@@ -467,6 +467,14 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
             "to the smaller lr). Test rows take no part in the choice.", tables={"lr_choice": lr_table}))
 
     defended = defense_rows(gs, shown)
+    per_defense: dict[str, list[dict]] = {}
+    for row in defended:
+        per_defense.setdefault(row["defense"].split(" ")[0], []).append(row)
+    for f, c in zip(others, other_comps, strict=True):
+        kind = c.treated.get("defense.kind") if f["family"].startswith(f"{DEFENSE.name} ×") else \
+            c.context.get("defense.kind") if f["family"].startswith(DEFENSE_BY_METHOD.name) else None
+        if kind in per_defense:
+            per_defense.setdefault(f"{kind}_paired", []).append(f)
     if defended:
         secs.append(Section(
             "Classification: defenses",
@@ -476,7 +484,9 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
             "with no trigger word; a training-set filter's precision and recall of the rows it removed against "
             "the poisoned row ids. Then ASR and clean accuracy after the defense (an input filter's clean accuracy "
             "is over the inputs it answers). The paired effect of each defense per method, and its difference "
-            "between methods, are rows of the verdicts table.", tables={"defenses": defended}))
+            "between methods, are rows of the verdicts table, repeated here below each defense's own table "
+            "(`KIND_paired`: defended − undefended per method, and that change compared between methods).",
+            tables=per_defense))
 
     group_table = group_rows(gs, shown, ctx_fields)
     figures: dict[str, Any] = {}
