@@ -32,6 +32,7 @@ ORDER = [
     ("precision", "python benchmarks/precision.py (issue 31, part 1)"),
     ("precision_equivalence", "python benchmarks/precision_equivalence.py (issue 31, part 1; reads the store of "
      "configs/study/precision.yaml, a sweep not rerun by run.sh)"),
+    ("onion", "python benchmarks/onion.py (issue 32)"),
 ]
 
 HEADER = """# lorasec benchmarks

