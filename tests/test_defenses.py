@@ -325,3 +325,17 @@ def test_the_report_pairs_each_defense_per_method_and_compares_methods_on_its_ef
     did = [f for f in findings if f["family"].startswith("defense effect by method")]
     assert {f["comparison"] for f in did} == {"LoRA r=4 − full FT"} and all(f["n"] == 3 for f in did)
     assert cls_report.DEFENSE_BY_METHOD.name == "defense effect by method"
+    # LoRA vs full under STRIP reads ASR after STRIP (rejected triggered rows count as stopped)
+    _, method_comps = cls_report.comparison_rows(rows, (cls_report.METHOD,))
+    under = [c for c in method_comps if c.context.get("defense.kind") == "strip"
+             and c.context.get("attack.kind") == "prefix"]
+    assert under
+    by = {(r["config"]["method"]["kind"], r["config"]["seed"]): r for r in rows
+          if r["config"]["defense"]["kind"] == "strip" and r["config"]["attack"]["kind"] == "prefix"}
+    for c in under:
+        def net(method: str, seed: int) -> float:
+            r = by[(method, seed)]
+            return r["metrics"]["input_filter"]["asr_after"] - r["baseline"]["clean_to_target"]
+
+        want = [net("lora", s) - net("full", s) for s in c.seeds]
+        assert c.diffs == pytest.approx(want)

@@ -85,6 +85,34 @@ def triggered_accuracy(r: dict) -> float | None:
     return bd["triggered_accuracy"] if bd else None
 
 
+# --- defenses: what a cell's numbers are after its defense ----------------------------------------------------
+
+
+def input_filter(r: dict) -> dict | None:
+    return r["metrics"].get("input_filter")
+
+
+def asr_after(r: dict) -> float | None:
+    """ASR once the defense has acted: an input filter's (rejected triggered rows count as stopped; a rewriter's
+    answers are to the rewritten text), else the model's own (a training-set filter acts on the model)."""
+    f = input_filter(r)
+    return f.get("asr_after") if f else asr(r)
+
+
+def net_asr_after(r: dict) -> float | None:
+    a, floor = asr_after(r), asr_floor(r)
+    return a - floor if a is not None and floor is not None else None
+
+
+def cacc_after(r: dict) -> float | None:
+    """Clean accuracy once the defense has acted: over the clean inputs an input filter answers (its FRR is shown
+    beside), else the model's own."""
+    f = input_filter(r)
+    if f:
+        return (f.get("clean_accepted") or {}).get("accuracy")
+    return cacc(r)
+
+
 # --- what is compared (declarations: adding one touches no evidence code) ------------------------------------
 
 
@@ -108,7 +136,7 @@ METRICS = (
     # 0.54, i.e. ASR about 0.38 lower (shared/SPEC.md)
     Metric("ΔCACC vs clean baseline", delta_cacc, True, "more robust", "less robust", applies=labels_only,
            claims=(Claim(-1, "LoRA less robust to label flips", PAPER, {"method.kind": "lora"}, effect=-0.085),)),
-    Metric("ASR − no-trigger floor", net_asr, False, "more robust", "less robust", applies=has_trigger,
+    Metric("ASR − no-trigger floor", net_asr_after, False, "more robust", "less robust", applies=has_trigger,
            claims=(Claim(-1, "LoRA more robust to backdoors", PAPER, {"method.kind": "lora"}, effect=-0.38),),
            margin=0.05),
 )
@@ -147,34 +175,6 @@ def defense_label(flat: dict[str, Any], shown: list[str]) -> str:
     params = describe(flat, [f for f in shown if f.startswith("defense.") and f != "defense.kind"])
     kind = str(flat.get("defense.kind"))
     return f"{kind} ({params.replace('defense.', '')})" if params else kind
-
-
-# --- defenses: what a cell's numbers are after its defense ----------------------------------------------------
-
-
-def input_filter(r: dict) -> dict | None:
-    return r["metrics"].get("input_filter")
-
-
-def asr_after(r: dict) -> float | None:
-    """ASR once the defense has acted: an input filter's (rejected triggered rows count as stopped; a rewriter's
-    answers are to the rewritten text), else the model's own (a training-set filter acts on the model)."""
-    f = input_filter(r)
-    return f.get("asr_after") if f else asr(r)
-
-
-def net_asr_after(r: dict) -> float | None:
-    a, floor = asr_after(r), asr_floor(r)
-    return a - floor if a is not None and floor is not None else None
-
-
-def cacc_after(r: dict) -> float | None:
-    """Clean accuracy once the defense has acted: over the clean inputs an input filter answers (its FRR is shown
-    beside), else the model's own."""
-    f = input_filter(r)
-    if f:
-        return (f.get("clean_accepted") or {}).get("accuracy")
-    return cacc(r)
 
 
 def is_defended(r: dict) -> bool:
