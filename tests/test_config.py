@@ -75,7 +75,7 @@ def test_every_shipped_config_validates():
     from lorasec.config import load_yaml
     from lorasec.grid import load_grid
 
-    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("**/*.yaml")):
         raw = load_yaml(path)
         cells = load_grid(path) if "axes" in raw or "zip" in raw else [load_config(path)]
         sizes = [v if k == "seed" and isinstance(v, int) else len(v) for k, v in (raw.get("axes") or {}).items()]
