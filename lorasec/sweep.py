@@ -142,8 +142,24 @@ def work(raw: dict, threads: int, env: dict[str, str], tasks: RuntimeTasks | Non
     return {"record": record}
 
 
-def _serve(conn: Any, threads: int) -> None:
+def _die_with(driver: int) -> None:
+    """Make this worker die with its driver. A driver stopped by a signal (SIGTERM, SIGKILL) runs no cleanup, and
+    its daemon workers would go on computing cells nobody will store, taking the cores from the next sweep. On
+    Linux the kernel is asked to SIGKILL the worker when the driver goes (PR_SET_PDEATHSIG); a driver already gone
+    by then is caught by its pid."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != driver:
+        os._exit(0)
+
+
+def _serve(conn: Any, threads: int, driver: int | None = None) -> None:
     """A local worker's loop: one cell's arguments in, its outcome out, until the driver closes the pipe."""
+    if driver is not None:
+        _die_with(driver)
     limit_threads(threads)
     while True:
         try:
@@ -177,7 +193,7 @@ class LocalPool:
 
     def _start(self) -> _Slot:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_serve, args=(child, self.threads), daemon=True)
+        process = self._ctx.Process(target=_serve, args=(child, self.threads, os.getpid()), daemon=True)
         process.start()
         child.close()
         return _Slot(process, parent)

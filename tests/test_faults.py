@@ -182,6 +182,36 @@ def test_sigkills_placed_on_observed_progress_lose_nothing_and_resume_to_the_sam
     resume_and_check(tmp_path, store, reference)
 
 
+def test_workers_die_with_a_driver_stopped_by_sigterm(tmp_path):
+    """A driver stopped by a signal runs no cleanup: its workers must not go on computing orphaned cells (they took
+    a core each from the next sweep on a 2-core machine). SIGTERM goes to the driver alone, while a cell is in
+    flight; every worker it spawned is gone within seconds."""
+    import psutil
+
+    store = tmp_path / "term.db"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(SPEC))
+    proc = subprocess.Popen([sys.executable, "-m", "lorasec.cli", "sweep", str(grid), "--store", str(store),
+                             "--workers", "2", "--threads-per-worker", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        workers: list = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = psutil.Process(proc.pid).children()
+            workers = [k for k in kids if "multiprocessing.spawn" in " ".join(k.cmdline())]
+            if len(workers) == 2 and store.exists():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and len(workers) == 2, "the sweep ended before its workers were seen"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        kill_group(proc)
+
+
 # ---- leases, without sleeping: an expiry in the past is an expired lease ----
 
 def test_a_live_lease_blocks_other_owners_until_it_expires_and_a_renewal_extends_it(tmp_path):
