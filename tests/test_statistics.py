@@ -145,3 +145,15 @@ def test_a_detectable_difference_inside_the_margin_says_both():
     s = ev.stats([0.004, 0.005, 0.0045, 0.0042, 0.0048])
     t = ev.tested([s], 0.02)[0]
     assert ev.verdict(s, True, "bf16", "more robust", "less robust", test=t) == "bf16 more robust, within ±0.02"
+
+
+@pytest.mark.parametrize("std", [0.05, 1e-9, 1e-12, 1e-17])
+def test_mdd_and_seeds_needed_hold_for_any_spread_even_float_noise(std):
+    """A paired difference that is constant up to float noise (a defense that changes nothing on some seeds gives
+    a std of ~1e-17) once made scipy's noncentral t return NaN and the report crash: the power depends on
+    effect / std only, so the MDD scales with the std, checked against statsmodels at std 1."""
+    d_unit = TTestPower().solve_power(effect_size=None, nobs=5, alpha=ev.ALPHA, power=ev.POWER,
+                                      alternative="two-sided")
+    assert ev.mdd(5, std) == pytest.approx(d_unit * std, rel=1e-6)
+    assert ev.power(1e3 * std, 5, std) == pytest.approx(1.0)
+    assert ev.seeds_needed(2 * std, std) == ev.seeds_needed(0.1, 0.05)

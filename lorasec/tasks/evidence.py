@@ -129,18 +129,24 @@ def power(effect: float, n: int, std: float, alpha: float = ALPHA) -> float:
     df = n - 1
     crit = float(student_t.ppf(1 - alpha / 2, df))
     nc = effect / (std / math.sqrt(n))
-    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    p = float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    if math.isfinite(p):
+        return p
+    # scipy's noncentral t gives NaN far in the tail (|nc| ~ 1e12, a std of 1e-12 from float noise): there the
+    # power is 1 to double precision, as the normal limit says
+    return float(student_t.sf(crit - abs(nc), df) + student_t.cdf(-crit - abs(nc), df))
 
 
 def mdd(n: int, std: float | None, alpha: float = ALPHA, target: float = POWER) -> float | None:
     """The smallest true difference a two-sided paired t-test at `alpha` detects with power `target` at n seeds,
-    taking the observed std as the truth; None below 2 seeds or without spread."""
+    taking the observed std as the truth; None below 2 seeds or without spread. Power depends on effect / std only,
+    so it is solved in units of std (any std, however small, gets the same relative precision)."""
     if n < 2 or std is None or std == 0:
         return None
-    hi = std
-    while power(hi, n, std, alpha) < target:
+    hi = 1.0
+    while power(hi, n, 1.0, alpha) < target:
         hi *= 2
-    return float(brentq(lambda d: power(d, n, std, alpha) - target, 0.0, hi, xtol=1e-12 * max(1.0, hi)))
+    return std * float(brentq(lambda d: power(d, n, 1.0, alpha) - target, 0.0, hi, xtol=1e-12))
 
 
 def seeds_needed(effect: float, std: float | None, alpha: float = ALPHA, target: float = POWER) -> int | None:
@@ -149,7 +155,7 @@ def seeds_needed(effect: float, std: float | None, alpha: float = ALPHA, target:
     if std is None or std == 0 or effect == 0:
         return None
     for n in range(2, MAX_SEEDS_NEEDED + 1):
-        if power(abs(effect), n, std, alpha) >= target:
+        if power(abs(effect) / std, n, 1.0, alpha) >= target:
             return n
     return None
 
