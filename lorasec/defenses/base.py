@@ -22,6 +22,12 @@ class Kept:
     rows: np.ndarray
     scores: np.ndarray
 
+    @classmethod
+    def without(cls, removed: list[np.ndarray], n: int, scores: np.ndarray) -> Kept:
+        """Every one of `n` rows but the `removed` ones (a list of position arrays, one per class, say)."""
+        drop = np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)
+        return cls(np.setdiff1d(np.arange(n), drop), scores)
+
 
 @dataclass(frozen=True)
 class Rejected:

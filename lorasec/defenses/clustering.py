@@ -59,8 +59,7 @@ def cluster_filter(features: np.ndarray, labels: np.ndarray, cfg: ActivationClus
         scores[rows] = np.linalg.norm(x - centre[1 - small], axis=1) - np.linalg.norm(x - centre[small], axis=1)
         if np.mean(parts == small) <= cfg.max_share:
             removed.append(rows[parts == small])
-    drop = np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)
-    return Kept(np.setdiff1d(np.arange(len(labels)), drop), scores)
+    return Kept.without(removed, len(labels), scores)
 
 
 def train_filter(data, cfg: ActivationClustering, ctx: Context) -> Kept:

@@ -9,8 +9,9 @@ rewrites inputs, it rejects none). Sentences of one word are left alone.
   exp(mean next-token NLL) of the sentence's tokens after one leading BOS token, exactly what transformers' own
   `model(ids, labels=ids).loss` gives for that sentence alone (tests/test_defenses.py checks it).
 - All n+1 variants of a sentence go through the LM in one batch; several sentences may share a batch up to
-  `batch_rows` rows, but on CPU one batch per sentence (the default) is the fastest: 2.9x the naive one call per
-  variant with SmolLM2, packing 2.6x, bf16 autocast 4.6x (BENCHMARKS.md, "ONION: batched leave-one-out").
+  `batch_rows` rows, but on CPU one batch per sentence (the default) is the fastest: 2.5x the naive one call per
+  variant with SmolLM2 at 2 threads, packing 2.3x, bf16 autocast 3.5x (BENCHMARKS.md, "ONION: batched
+  leave-one-out scoring").
 - t is `threshold` if given, else chosen on clean validation rows: the smallest of the candidate bars (quantiles of
   the validation words' suspicions, and "delete nothing") for which the trained model's validation accuracy on the
   cleaned rows drops by at most `max_val_drop` (the paper picks its bar on clean validation data the same way).
@@ -48,7 +49,7 @@ class Onion(Frozen):
                             "it; 1 = one batch per sentence, the fastest on CPU (BENCHMARKS.md)")
     scorer: CausalLMConfig = Field(default_factory=SmolLM2Config, description="the causal LM that scores fluency")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="the scorer's forward in float32 or under bfloat16 "
-                                               "autocast (about 1.9x faster on CPU; suspicions correlate 0.9997)")
+                                               "autocast (about 1.4x faster on CPU; suspicions correlate 0.9998)")
 
 
 def variants(text: str) -> list[str]:
@@ -175,8 +176,11 @@ def input_filter(data, cfg: Onion, ctx: Context) -> Rejected:
     if "onion_lm" not in ctx.memo:  # loaded once per cell
         ctx.memo["onion_lm"] = ctx.need("language_model", "defense.scorer")()
     model, tokenizer = ctx.memo["onion_lm"]
-    cache = ScoreCache(json.dumps({"scorer": cfg.scorer.model_dump(mode="json"), "max_tokens": cfg.max_tokens,
-                                   "precision": cfg.precision}, sort_keys=True))
+    if "onion_cache" not in ctx.memo:  # one connection per cell
+        ctx.memo["onion_cache"] = ScoreCache(json.dumps({"scorer": cfg.scorer.model_dump(mode="json"),
+                                                         "max_tokens": cfg.max_tokens, "precision": cfg.precision},
+                                                        sort_keys=True))
+    cache = ctx.memo["onion_cache"]
     threshold = cfg.threshold if cfg.threshold is not None else ctx.memo.get("onion_threshold")
     if threshold is None:  # chosen once per cell: the clean and triggered sets share it
         val = ctx.need("val", "defense")

@@ -53,8 +53,7 @@ def spectral_filter(features: np.ndarray, labels: np.ndarray, epsilon: float) ->
         k = min(len(rows), int(round(1.5 * epsilon * len(rows))))
         if k:
             removed.append(rows[np.argsort(-s, kind="stable")[:k]])
-    drop = np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)
-    return Kept(np.setdiff1d(np.arange(len(labels)), drop), scores)
+    return Kept.without(removed, len(labels), scores)
 
 
 def train_filter(data, cfg: Spectral, ctx: Context) -> Kept:
