@@ -5,8 +5,10 @@
 The scorer is SmolLM2-135M (--quick: tiny-gpt2 xs); the sentences are the first 8 movie-review test sentences
 (about 20 words each, so about 21 variants each). Four ways of computing every word's suspicion, alternating,
 one untimed warm-up call each: one LM call per variant (the naive loop), one call per sentence (its n+1
-variants in one batch; lorasec's default), whole sentences packed up to 128 rows per call, and one batch per
-sentence under bfloat16 autocast. Ratios are of medians against the naive loop; the last column is how far
+variants in one batch), whole sentences packed up to 128 rows per call, one batch per sentence under bfloat16
+autocast, and the shared-prefix packing (`defense.scoring: shared_prefix`: a sentence and all its variants in one
+packed row, each variant running only the tokens after the prefix it shares with the sentence), in fp32 and bf16.
+Ratios are of medians against the naive loop; the last column is how far
 each way's suspicions are from the naive loop's (relative to 1 + |f|).
 
 Then, untimed, what ONION does to a rare-token prefix backdoor: the first 60 test sentences, clean and with the
@@ -50,6 +52,10 @@ def main() -> None:
         "one batch per sentence": lambda: onion.word_scores(texts, model, tok, 128, batch_rows=1),
         "packed, 128 rows per call": lambda: onion.word_scores(texts, model, tok, 128, batch_rows=128),
         "one batch per sentence, bf16": lambda: onion.word_scores(texts, model, tok, 128, 1, precision="bf16"),
+        "shared prefix, one packed row per sentence": lambda: onion.word_scores(texts, model, tok, 128, 1,
+                                                                                scoring="shared_prefix"),
+        "shared prefix, bf16": lambda: onion.word_scores(texts, model, tok, 128, 1, precision="bf16",
+                                                         scoring="shared_prefix"),
     }
     ref = np.concatenate(naive())
     got = {name: np.concatenate(f()) for name, f in ways.items()}

@@ -49,7 +49,9 @@ def config_key(cfg: BaseModel) -> str:
     """sha256 of the canonical JSON of the validated config: a stated default and an omitted one hash alike.
 
     Fields marked `json_schema_extra={"key": False}` (options that never change a number, such as
-    `train.checkpointing`) are left out, in nested configs too, so they leave every key as it was."""
+    `train.checkpointing`) are left out, in nested configs too, so they leave every key as it was. Fields marked
+    `json_schema_extra={"key": "if_set"}` (added after results were stored, such as `defense.scoring`) are left out
+    while they hold their default, so the configs that predate them keep their keys."""
     canon = json.dumps(_keyed(cfg, cfg.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
 
@@ -60,7 +62,7 @@ def _keyed(cfg: object, dumped: object) -> object:
         out = dict(dumped)
         for name, f in type(cfg).model_fields.items():
             extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
-            if extra.get("key") is False:
+            if extra.get("key") is False or (extra.get("key") == "if_set" and getattr(cfg, name) == f.default):
                 out.pop(name, None)
             elif name in out:
                 out[name] = _keyed(getattr(cfg, name), out[name])

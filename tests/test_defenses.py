@@ -55,6 +55,38 @@ def test_onion_scores_each_word_by_the_perplexity_its_removal_saves_and_packs_wh
         np.testing.assert_allclose(got, [ppl[0] - p for p in ppl[1:]], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("batch_rows", [1, 64])
+def test_onion_shared_prefix_packing_gives_each_variants_own_perplexity(tiny_lm, batch_rows):
+    """One packed row per sentence (its variants run only past the prefix they share with it, under a block mask)
+    = every variant run whole, to float rounding; with several sentences (padded rows) in one call too. The
+    sentences include punctuation and a contraction, where words split into several tokens."""
+    model, tok = tiny_lm
+    texts = SENTENCES + ["it's a 2-hour bore , isn't it ?", "no"]
+    plain = onion.word_scores(texts, model, tok, 128, 1)
+    packed = onion.word_scores(texts, model, tok, 128, batch_rows, scoring="shared_prefix")
+    for p, q, t in zip(plain, packed, texts, strict=True):
+        assert len(p) == len(q) == (len(t.split()) if len(t.split()) > 1 else 0)
+        ppl0 = float(onion.perplexities(model, tok, [t], 128)[0])
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5 * ppl0)
+    cut = onion.word_scores(texts[:2], model, tok, 6, 1, scoring="shared_prefix")  # variants cut at 6 tokens
+    want = onion.word_scores(texts[:2], model, tok, 6, 1)
+    for p, q, t in zip(want, cut, texts[:2], strict=True):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5 * float(onion.perplexities(model, tok, [t], 6)[0]))
+
+
+def test_onion_scoring_enters_the_key_only_when_set():
+    """`defense.scoring` came after ONION cells were stored: at its default it leaves their keys as they were."""
+    from lorasec.store import config_key
+
+    raw = {"method": {"kind": "lora"}, "attack": {"kind": "prefix", "rate": 0.03, "trigger": "cf", "target": 1}}
+    old = parse_config(raw | {"defense": {"kind": "onion"}})
+    stated = parse_config(raw | {"defense": {"kind": "onion", "scoring": "variants"}})
+    packed = parse_config(raw | {"defense": {"kind": "onion", "scoring": "shared_prefix"}})
+    assert "scoring" in old.model_dump(mode="json")["defense"]  # the stored config says which
+    assert config_key(old) == config_key(stated) != config_key(packed)
+    assert config_key(old) == "f55cbd955673a2ace9e00f7553a07ab1a22f6ff539b053bcdebfa122c8986222"  # before the field
+
+
 def test_onion_deletes_exactly_the_words_above_the_bar_and_leaves_one_word_sentences():
     assert onion.clean("cf a fine film", np.array([9.0, -1.0, 0.5, 2.0]), 1.0) == "a fine"
     assert onion.clean("bad", np.zeros(0), -100.0) == "bad"

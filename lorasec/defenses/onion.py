@@ -48,6 +48,11 @@ class Onion(Frozen):
     batch_rows: int = Field(1, ge=1, description="LM rows per batch, whole sentences (n+1 variants each) packed up to "
                             "it; 1 = one batch per sentence, the fastest on CPU (BENCHMARKS.md)")
     scorer: CausalLMConfig = Field(default_factory=SmolLM2Config, description="the causal LM that scores fluency")
+    scoring: Literal["variants", "shared_prefix"] = Field(
+        "variants", description="how the leave-one-out variants go through the scorer: `variants` = each variant "
+        "whole, a sentence's n+1 variants in one batch; `shared_prefix` = a sentence and its variants in one packed "
+        "row, each variant running only the tokens after the prefix it shares with the sentence (about half the "
+        "work; the same suspicions to float rounding)", json_schema_extra={"key": "if_set"})
     precision: Literal["fp32", "bf16"] = Field("fp32", description="the scorer's forward in float32 or under bfloat16 "
                                                "autocast (about 1.4x faster on CPU; suspicions correlate 0.9998)")
 
@@ -84,6 +89,74 @@ def perplexities(model, tokenizer, texts: Sequence[str], max_tokens: int, precis
     return torch.exp(mean).double().numpy()
 
 
+def _packed_row(rows: list[list[int]]) -> tuple[list[int], list[int], list[tuple[int, int]], list[list[int]]]:
+    """One sentence's variants as one packed row: the sentence's tokens, then for each variant only the tokens after
+    the prefix it shares with the sentence. Returns the row's tokens, their positions, each token's (prefix length it
+    sees, first packed index of its own segment), and per variant the packed index whose output predicts each of its
+    tokens 1..n-1."""
+    orig = rows[0]
+    tokens, positions = list(orig), list(range(len(orig)))
+    sees = [(0, 0)] * len(orig)  # the sentence itself: plain causal attention over its own tokens
+    sources = [list(range(len(orig) - 1))]
+    for v in rows[1:]:
+        c = 0
+        while c < min(len(orig), len(v)) and orig[c] == v[c]:
+            c += 1
+        base = len(tokens)
+        tokens += v[c:]
+        positions += list(range(c, len(v)))
+        sees += [(c, base)] * (len(v) - c)
+        # v[t] (t >= 1) is predicted by the output at v's position t-1: the sentence's own when t-1 < c
+        sources.append([t - 1 if t - 1 < c else base + (t - 1 - c) for t in range(1, len(v))])
+    return tokens, positions, sees, sources
+
+
+def shared_prefix_perplexities(model, tokenizer, texts: Sequence[str], max_tokens: int,
+                               precision: str = "fp32") -> list[np.ndarray]:
+    """Per text, the perplexities of [sentence, each leave-one-word-out variant] as `perplexities` gives them, but each
+    sentence and all its variants in one packed row: a variant's tokens up to where it first differs from the sentence
+    are the sentence's (same tokens, same positions, same causal context), so they are computed once and only the rest
+    of each variant is run, attending to that shared prefix through a block mask. About half the tokens of running
+    every variant whole; the same numbers to float rounding (tests/test_defenses.py)."""
+    import torch
+
+    variant_ids = [[_ids(tokenizer, v, max_tokens) for v in variants(t)] for t in texts]
+    packs = [_packed_row(rows) for rows in variant_ids]
+    width = max(len(p[0]) for p in packs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(packs), width), pad, dtype=torch.long)
+    pos = torch.zeros((len(packs), width), dtype=torch.long)
+    allow = torch.zeros((len(packs), 1, width, width), dtype=torch.bool)
+    for b, (tokens, positions, sees, _) in enumerate(packs):
+        n = len(tokens)
+        ids[b, :n] = torch.tensor(tokens)
+        pos[b, :n] = torch.tensor(positions)
+        q = torch.arange(n)
+        c = torch.tensor([s[0] for s in sees])
+        base = torch.tensor([s[1] for s in sees])
+        k = torch.arange(n)[None, :]
+        shared = k < c[:, None]  # the sentence's tokens before the point of difference
+        own = (k >= base[:, None]) & (k <= q[:, None])  # the token's own segment, causally
+        allow[b, 0, :n, :n] = shared | own
+        allow[b, 0, n:, 0] = True  # padding rows attend somewhere (their outputs are unused)
+    mask = allow if getattr(model.config, "_attn_implementation", "sdpa") != "eager" else \
+        torch.zeros(allow.shape).masked_fill(~allow, torch.finfo(torch.float32).min)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    out = []
+    for b, (_, _, _, sources) in enumerate(packs):
+        ppl = []
+        for v, src in zip(variant_ids[b], sources, strict=True):
+            if not src:
+                ppl.append(1.0)
+                continue
+            nll = -logp[b, torch.tensor(src), torch.tensor(v[1:])]
+            ppl.append(float(torch.exp(nll.double().mean())))
+        out.append(np.array(ppl))
+    return out
+
+
 def suspicions(ppl: np.ndarray) -> np.ndarray:
     """f_i = p_0 - p_i for the variants' perplexities [p_0, p_1, ..., p_n]."""
     return ppl[0] - ppl[1:]
@@ -116,9 +189,11 @@ class ScoreCache:
 
 
 def word_scores(texts: Sequence[str], model, tokenizer, max_tokens: int, batch_rows: int,
-                progress: bool = False, cache: ScoreCache | None = None, precision: str = "fp32") -> list[np.ndarray]:
+                progress: bool = False, cache: ScoreCache | None = None, precision: str = "fp32",
+                scoring: str = "variants") -> list[np.ndarray]:
     """Each text's word suspicions (empty for a sentence of one word or none). Whole sentences are packed into
-    batches of at most `batch_rows` LM rows (a sentence longer than that gets a batch of its own), shortest first."""
+    batches of at most `batch_rows` variants (a sentence with more gets a batch of its own), shortest first; with
+    `scoring="shared_prefix"` each sentence and its variants are one packed row (`shared_prefix_perplexities`)."""
     from tqdm.auto import tqdm
 
     known = cache.get(texts) if cache is not None else {}
@@ -128,13 +203,18 @@ def word_scores(texts: Sequence[str], model, tokenizer, max_tokens: int, batch_r
     bar = tqdm(total=len(todo), desc="onion", disable=None if progress else True, leave=False)
 
     def flush() -> None:
-        rows = [v for t in batch for v in variants(t)]
-        ppl = perplexities(model, tokenizer, rows, max_tokens, precision)
-        at = 0
-        for t in batch:
-            n = len(t.split()) + 1
-            found[t] = suspicions(ppl[at : at + n])
-            at += n
+        if scoring == "shared_prefix":
+            for t, ppl in zip(batch, shared_prefix_perplexities(model, tokenizer, batch, max_tokens, precision),
+                              strict=True):
+                found[t] = suspicions(ppl)
+        else:
+            rows = [v for t in batch for v in variants(t)]
+            ppl = perplexities(model, tokenizer, rows, max_tokens, precision)
+            at = 0
+            for t in batch:
+                n = len(t.split()) + 1
+                found[t] = suspicions(ppl[at : at + n])
+                at += n
         bar.update(len(batch))
         batch.clear()
 
@@ -178,8 +258,9 @@ def input_filter(data, cfg: Onion, ctx: Context) -> Rejected:
     model, tokenizer = ctx.memo["onion_lm"]
     if "onion_cache" not in ctx.memo:  # one connection per cell
         ctx.memo["onion_cache"] = ScoreCache(json.dumps({"scorer": cfg.scorer.model_dump(mode="json"),
-                                                         "max_tokens": cfg.max_tokens, "precision": cfg.precision},
-                                                        sort_keys=True))
+                                                         "max_tokens": cfg.max_tokens, "precision": cfg.precision}
+                                                        | ({"scoring": cfg.scoring} if cfg.scoring != "variants"
+                                                           else {}), sort_keys=True))
     cache = ctx.memo["onion_cache"]
     threshold = cfg.threshold if cfg.threshold is not None else ctx.memo.get("onion_threshold")
     if threshold is None:  # chosen once per cell: the clean and triggered sets share it
@@ -187,11 +268,11 @@ def input_filter(data, cfg: Onion, ctx: Context) -> Rejected:
         n = min(cfg.val_rows, len(val))
         vt = list(val.texts[:n])
         vs = word_scores(vt, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache,
-                         cfg.precision)
+                         cfg.precision, cfg.scoring)
         threshold = choose_threshold(vt, val.labels[:n], vs, ctx.need("predict", "defense"), cfg.max_val_drop)
         ctx.memo["onion_threshold"] = threshold
     scores = word_scores(data.texts, model, tokenizer, cfg.max_tokens, cfg.batch_rows, ctx.progress, cache,
-                         cfg.precision)
+                         cfg.precision, cfg.scoring)
     texts = tuple(clean(t, s, threshold) for t, s in zip(data.texts, scores, strict=True))
     top = np.array([s.max() if len(s) else 0.0 for s in scores], dtype=float)
     return Rejected(top, np.zeros(len(texts), dtype=bool), texts, {"threshold": threshold})
