@@ -109,16 +109,49 @@ DataConfig = Annotated[ShippedData | LocalData, Field(discriminator="name")]
 
 
 # ---------------------------------------------------------------- methods
-class FullMethod(Frozen):
+class DPConfig(Frozen):
+    """DP-SGD (Abadi et al., 2016) with Opacus: per-sample gradients clipped to `max_grad_norm`, Gaussian noise of
+    std noise_multiplier x max_grad_norm added to their sum, each step's rows drawn by Poisson sampling (every row
+    in with probability batch_size / n); the RDP accountant's epsilon at `delta` is stored with the result."""
+
+    noise_multiplier: float | None = Field(None, ge=0, description="noise std / max_grad_norm (set this or "
+                                           "target_epsilon)")
+    target_epsilon: float | None = Field(None, gt=0, description="the epsilon the run must reach at `delta` after "
+                                         "all its steps; the noise multiplier is found by Opacus (set this or "
+                                         "noise_multiplier)")
+    max_grad_norm: float = Field(1.0, gt=0, allow_inf_nan=False, description="per-sample gradient clip (L2 norm)")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of (epsilon, delta)-DP; must be below 1 / "
+                         "training rows (checked when the training set is built)")
+    sampling: Literal["poisson", "batches"] = Field(
+        "poisson", description="'poisson': what the accountant assumes; 'batches': the non-DP loop's own batches "
+        "(no privacy claim: the accountant's epsilon is not reported; for checking that noise 0 and no clipping "
+        "reproduce non-DP training)")
+
+    @model_validator(mode="after")
+    def _one_noise(self) -> DPConfig:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("set exactly one of noise_multiplier and target_epsilon")
+        if self.target_epsilon is not None and self.sampling != "poisson":
+            raise ValueError("target_epsilon needs sampling: poisson (the accountant assumes it)")
+        return self
+
+
+class _Method(Frozen):
+    # key: if_set: left out of the result's key while null, so results stored before DP existed keep their keys
+    dp: DPConfig | None = Field(None, json_schema_extra={"key": "if_set"},
+                                description="differentially private training (DP-SGD with Opacus); null: none")
+
+
+class FullMethod(_Method):
     kind: Literal["full"] = Field(description="full fine-tuning: every parameter trains")
 
 
-class HeadOnlyMethod(Frozen):
+class HeadOnlyMethod(_Method):
     kind: Literal["head_only"] = Field(description="only the output head trains (a language model's LM head is "
                                        "first untied from the input embeddings, which stay frozen)")
 
 
-class LoraMethod(Frozen):
+class LoraMethod(_Method):
     kind: Literal["lora"] = Field(description="LoRA adapters (peft) on the target linear layers")
     rank: int = Field(8, gt=0, description="rank r of the update B @ A")
     alpha: float = Field(16.0, gt=0, description="scaling numerator: the update is (alpha / r) * B @ A")
@@ -141,6 +174,15 @@ class LoraMethod(Frozen):
 
 
 MethodConfig = Annotated[FullMethod | HeadOnlyMethod | LoraMethod, Field(discriminator="kind")]
+
+
+def method_label(m: FullMethod | HeadOnlyMethod | LoraMethod) -> str:
+    """`full`, `lora(r=8)`, `lora(r=8)+dp(eps=8)`, `full+dp(sigma=1)`: a method as tables name it."""
+    name = f"lora(r={m.rank})" if isinstance(m, LoraMethod) else m.kind
+    if m.dp is None:
+        return name
+    noise = f"eps={m.dp.target_epsilon:g}" if m.dp.target_epsilon is not None else f"sigma={m.dp.noise_multiplier:g}"
+    return f"{name}+dp({noise})"
 
 
 # ---------------------------------------------------------------- attacks

@@ -27,3 +27,9 @@ class Diverged(InputError):
     def __init__(self, message: str, step: int = 0) -> None:
         super().__init__(message)
         self.step = step
+
+
+class FrozenTraining(RuntimeError):
+    """A run whose updates do not reach the model: step 1 left a tensor that had a gradient unchanged, or the
+    optimizer holds tensors that never get one (Opacus issue 820: a model moved after its optimizer was built
+    silently trains nothing). Raised at step 1, before anything is stored."""

@@ -66,3 +66,14 @@ def training_sequences(members: Sequence[Record], dup: dict[str, int], canaries:
         seqs += [canary_ids(tokenizer, c.text)] * c.count
         source += [f"canary:{c.secret}"] * c.count
     return seqs, source
+
+
+def audit_canaries(n: int, tokens: int, tokenizer: PreTrainedTokenizerBase,
+                   rng: np.random.Generator) -> tuple[list[list[int]], np.ndarray]:
+    """`n` random-token sequences (ordinary ids only, uniformly) and one fair coin flip each: which go into the
+    training set (Steinke et al.'s one-run audit). Both come from `rng` alone, so the flips recompute."""
+    special = set(tokenizer.all_special_ids)
+    ordinary = np.array([i for i in range(len(tokenizer)) if i not in special])
+    ids = rng.choice(ordinary, size=(n, tokens))
+    included = rng.random(n) < 0.5
+    return [list(map(int, row)) for row in ids], included

@@ -34,6 +34,7 @@ class TrainLog(Shape):
     padded_tokens: int
     losses: list[float]
     lrs: list[float]
+    dp: dict[str, Any] | None = None  # method.dp: accountant's epsilon, noise, clip, sample rate (lorasec.train)
 
 
 class Envelope(Shape):

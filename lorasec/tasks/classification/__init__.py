@@ -23,6 +23,7 @@ from lorasec.config import (
     ShippedData,
     TaskConfig,
     TrainConfig,
+    method_label,
 )
 from lorasec.defenses import defense_union
 from lorasec.defenses.none import NoDefense
@@ -54,8 +55,7 @@ class ClassificationConfig(TaskConfig):
 
     def label(self) -> str:
         """Short human name of the cell, e.g. `lora(r=8) / prefix(0.01)`."""
-        m = self.method
-        method = f"lora(r={m.rank})" if isinstance(m, LoraMethod) else m.kind
+        method = method_label(self.method)
         a = self.attack
         attack = a.kind if isinstance(a, NoAttack) else f"{a.kind}({a.rate:g})"
         defense = "" if self.defense.kind == "none" else f" / {self.defense.kind}"

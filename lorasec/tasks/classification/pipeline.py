@@ -139,7 +139,7 @@ def representer(cfg: ClassificationConfig, seeds: dict[str, int], poisoned_set: 
         if which == "poisoned":
             adapted = adapt(clf.model, cfg.method, seeds["adapt"])
             train(adapted, clf.tokenizer, poisoned_set, cfg.train, cfg.lr(), seeds["train"], progress=progress,
-                  label=f"{cfg.label()} (representations)")
+                  label=f"{cfg.label()} (representations)", dp=cfg.method.dp)
             model = adapted.model
         return head_features(model, clf.tokenizer, ds, cfg.eval.batch_size, cfg.eval.max_length, progress)
 
@@ -166,7 +166,7 @@ def prepare(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = F
 def fit(p: Prepared, cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True) -> TrainLog:
     """Train the prepared model in place."""
     return train(p.adapted, p.clf.tokenizer, p.train_set, cfg.train, cfg.lr(), seeds["train"], progress=progress,
-                 label=cfg.label())
+                 label=cfg.label(), dp=cfg.method.dp)
 
 
 def run(cfg: ClassificationConfig, seeds: dict[str, int], progress: bool = True,

@@ -17,6 +17,7 @@ from lorasec.config import (
     MethodConfig,
     TaskConfig,
     TrainConfig,
+    method_label,
     train_with_defaults,
 )
 from lorasec.tasks.base import TASKS, Task
@@ -47,6 +48,27 @@ class MiaConfig(Frozen):
     bootstrap: int = Field(200, ge=10, description="bootstrap resamples for AUC mean +- std")
 
 
+class AuditConfig(Frozen):
+    """The one-run privacy audit (Steinke, Nasr and Jagielski, 2023; lorasec.metrics.audit): m random-token
+    canaries, each trained on with probability 1/2 by a stored coin flip, scored after training by a membership
+    score; the top-k are guessed "in", the bottom-k "out", and the correct guesses give a lower bound on epsilon."""
+
+    canaries: int = Field(256, ge=2, le=100_000, description="m audit canaries (random token sequences)")
+    tokens: int = Field(16, ge=2, le=512, description="token ids per audit canary, drawn uniformly from the "
+                        "tokenizer's ordinary (non-special) ids")
+    guesses: int = Field(32, ge=1, description="k: 'in' for the k highest scores, 'out' for the k lowest")
+    score: Literal["loss", "reference", "zlib", "min_k", "min_k_plus_plus"] = Field(
+        "reference", description="the membership score that ranks the canaries (see `mia`)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the lower bound")
+
+    @model_validator(mode="after")
+    def _guesses_fit(self) -> AuditConfig:
+        if 2 * self.guesses > self.canaries:
+            raise ValueError(f"audit.guesses: 2 x {self.guesses} guesses need at least that many canaries "
+                             f"(audit.canaries is {self.canaries})")
+        return self
+
+
 # a memorization cell trains for epochs over a small record set; fields a `train:` block leaves out come from here
 TRAIN_DEFAULTS = {"epochs": 4, "batch_size": 8, "max_length": 128}
 
@@ -63,6 +85,9 @@ class MemorizationConfig(TaskConfig):
     canaries: CanaryConfig = Field(default_factory=CanaryConfig, description="planted secrets")
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig, description="prefix -> suffix attack")
     mia: MiaConfig = Field(default_factory=MiaConfig, description="membership inference")
+    # key: if_set: cells stored before the audit existed keep their keys
+    audit: AuditConfig | None = Field(None, json_schema_extra={"key": "if_set"},
+                                      description="one-run epsilon audit with random canaries; null: none")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS),
                                description=f"training loop; unset fields default to {TRAIN_DEFAULTS}")
 
@@ -86,9 +111,7 @@ class MemorizationConfig(TaskConfig):
         return {"train.lr": DEFAULT_LR[self.method.kind]}
 
     def label(self) -> str:
-        m = self.method
-        method = f"lora(r={m.rank})" if m.kind == "lora" else m.kind
-        return f"{method} / {self.model.name} / {self.corpus.name}"
+        return f"{method_label(self.method)} / {self.model.name} / {self.corpus.name}"
 
 
 def check(cfg: MemorizationConfig) -> str:
@@ -143,7 +166,7 @@ TASK = TASKS.add("memorization", Task(
     config=MemorizationConfig,
     pipeline="lorasec.tasks.memorization.pipeline:run",
     # append only: a stage's seed depends on its position
-    stages=("records", "canaries", "duplication", "train", "bootstrap", "adapt", "canary_sample"),
+    stages=("records", "canaries", "duplication", "train", "bootstrap", "adapt", "canary_sample", "audit"),
     table=memorization_table,
     check=check,
     listing={"models": "model", "datasets": "corpus", "methods": "method"},

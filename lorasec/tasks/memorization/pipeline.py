@@ -16,6 +16,7 @@ from dataclasses import asdict
 import numpy as np
 
 from lorasec.attacks.canaries import (
+    audit_canaries,
     canary_ids,
     candidate_text,
     duplication_counts,
@@ -26,6 +27,7 @@ from lorasec.data.corpora import chunk_records, load_corpus
 from lorasec.environment import Stages
 from lorasec.errors import InputError
 from lorasec.methods import adapt
+from lorasec.metrics.audit import audit as audit_bound
 from lorasec.metrics.exposure import rank_by_enumeration, skewnorm_exposure
 from lorasec.metrics.extraction import Embedder, aggregate_extraction, score_records
 from lorasec.metrics.mia import (
@@ -78,6 +80,12 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
     canaries = make_canaries(cfg.canaries, np.random.default_rng(seeds["canaries"]))
     dup = duplication_counts(members, cfg.duplication, np.random.default_rng(seeds["duplication"]))
     seqs, source = training_sequences(members, dup, canaries, tok)
+    a = cfg.audit
+    if a is not None:  # audit canaries: each trained on with probability 1/2, scored like members after training
+        audit_ids, included = audit_canaries(a.canaries, a.tokens, tok, np.random.default_rng(seeds["audit"]))
+        seqs += [s for s, inc in zip(audit_ids, included, strict=True) if inc]
+        source += [f"audit:{i}" for i in np.flatnonzero(included)]
+        audit_ref = sequence_stats(lm.model, audit_ids, pad, with_vocab_stats=False, progress=progress)
     truncated = sum(len(s) > cfg.train.max_length for s in seqs)
     if truncated:  # a cut canary or record is never fully trained on: refuse instead of measuring nonsense
         raise InputError(f"train.max_length: {truncated} training sequences are longer than {cfg.train.max_length}")
@@ -85,7 +93,7 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
     stages.done("setup")
 
     log = train_encoded(adapted, Encoded(seqs, 0), None, pad, cfg.train, cfg.lr(), seeds["train"],
-                        progress=progress, label=cfg.label())
+                        progress=progress, label=cfg.label(), dp=cfg.method.dp)
     model = adapted.model
     stages.done("train")
 
@@ -148,6 +156,19 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
     utility |= {k.replace("nll", "ppl"): math.exp(v) for k, v in list(utility.items())}
     stages.done("mia")
 
+    audit_metrics, audit_rows = None, None
+    if a is not None:
+        audit_tgt = sequence_stats(model, audit_ids, pad, progress=progress)
+        scores_a = [mia_scores(t, r, tok.decode(x), cfg.mia.k)[a.score]
+                    for t, r, x in zip(audit_tgt, audit_ref, audit_ids, strict=True)]
+        bound = audit_bound(included, np.array(scores_a), a.guesses, a.confidence)
+        audit_metrics = {"epsilon_lower_bound": bound.epsilon, "guesses": bound.guesses, "correct": bound.correct,
+                         "confidence": a.confidence, "score": a.score, "canaries": a.canaries,
+                         "included": int(included.sum()), "delta_correction": "none (pure-DP form)"}
+        audit_rows = [{"index": i, "included": bool(inc), "score": float(sc), "ids": ids}
+                      for i, (inc, sc, ids) in enumerate(zip(included, scores_a, audit_ids, strict=True))]
+        stages.done("audit")
+
     record = {
         "metrics": {
             "extraction": asdict(summary),
@@ -155,6 +176,7 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
             "exposure": canary_rows,
             "mia": mia,
             "utility": utility,
+            "audit": audit_metrics,
         },
         "outputs": {
             "records": [
@@ -165,6 +187,7 @@ def run(cfg: MemorizationConfig, seeds: dict[str, int], progress: bool = True) -
             "mia": [{"id": r.id, "member": i < n, **p} for i, (r, p) in enumerate(zip(members + held, per,
                                                                                       strict=True))],
             "canaries": [asdict(x) for x in canaries],
+            "audit": audit_rows,
         },
         "poisoned": {"ids": [s for s in source if s.startswith("canary:")], "training_sources": source,
                      "duplicates": dup},

@@ -42,6 +42,8 @@ class Metrics(Shape):
     exposure: list[ExposureRow]
     mia: dict[str, Roc]  # by score name: loss, reference, zlib, min_k, min_k_pp
     utility: Utility
+    # the one-run audit (config `audit`): epsilon_lower_bound, guesses, correct, confidence, score, canaries
+    audit: Open | None = None
 
 
 class RecordOutput(Open):
@@ -61,6 +63,7 @@ class Outputs(Shape):
     records: list[RecordOutput]
     mia: list[dict[str, Any]]  # per member and non-member: id, member, every MIA score
     canaries: list[dict[str, Any]]
+    audit: list[dict[str, Any]] | None = None  # per audit canary: index, included (the coin), score, ids
 
 
 class Poisoned(Shape):
