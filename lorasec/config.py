@@ -502,6 +502,23 @@ class TaskConfig(Frozen):
 
 
 # ---------------------------------------------------------------- reading the schema
+def if_set_defaults() -> dict[str, Any]:
+    """Field name -> default, of every config field marked `key: if_set` (left out of a result's key while at its
+    default, because it was added after results were stored). A stored config from before such a field lacks it;
+    readers that pair or group stored configs drop it while at its default too, so old and new rows still meet."""
+    out: dict[str, Any] = {}
+    todo: list[type[BaseModel]] = [Frozen]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        for name, f in cls.model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if extra.get("key") == "if_set":
+                out[name] = f.default
+    return out
+
+
+
 def _members(annotation: Any) -> list[type[BaseModel]]:
     """The config classes an annotation admits (one class, or each member of a union)."""
     args = typing.get_args(annotation)

@@ -247,3 +247,29 @@ def test_configs_without_dp_or_audit_keep_their_keys():
 
     assert "dp" not in _keyed(cls, cls.model_dump(mode="json"))["method"]
     assert "audit" not in _keyed(mem, mem.model_dump(mode="json"))
+
+
+def test_report_pairs_dp_with_its_non_dp_twin_and_shows_both_epsilons(tmp_path):
+    """Two seeds of LoRA with and without DP, audited: the privacy table holds the accountant's epsilon and the
+    recomputed audit bound per configuration; the DP-SGD rows pair each DP cell with its non-DP twin by seed."""
+    from lorasec.audit import audit as run_and_store
+    from lorasec.report import build
+
+    store = tmp_path / "p.db"
+    for seed in (1, 2):
+        for dp in (None, {"noise_multiplier": 2.0, "delta": 1e-3}):
+            method = {"kind": "lora", "rank": 4} | ({"dp": dp} if dp else {})
+            run_and_store(parse_config(tiny_mem_cfg(seed=seed, method=method,
+                                                    audit={"canaries": 24, "tokens": 6, "guesses": 6})),
+                          store, progress=False)
+    sections = build(store)
+    priv = next(s for s in sections if s.title.startswith("Privacy"))
+    rows = priv.tables["privacy"]
+    assert len(rows) == 2 and all(r["n"] == 2 for r in rows)
+    dp_row = next(r for r in rows if r["accountant epsilon mean"] is not None)
+    assert "DP (noise_multiplier=2)" in dp_row["method"] and dp_row["accountant epsilon mean"] > 0
+    assert all(r["audited epsilon mean"] is not None for r in rows)
+    assert priv.figures["privacy_vs_utility"] is not None
+    findings = next(s for s in sections if s.title == "Memorization: verdicts").tables["findings"]
+    dp_findings = [f for f in findings if "DP (noise_multiplier=2)" in json.dumps(f)]
+    assert dp_findings and all(f.get("n") == 2 for f in dp_findings if "n" in f)

@@ -24,7 +24,6 @@ import numpy as np
 from lorasec.config import DPConfig
 from lorasec.errors import FrozenTraining, InputError
 
-
 # RDP orders: Opacus's defaults (1.1 ... 63) and larger ones, which the small epsilons of heavy noise need (with the
 # defaults alone Opacus warns that the largest order was optimal, i.e. its epsilon is looser than it needs to be)
 ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + list(range(64, 256, 4)) + [
@@ -118,7 +117,8 @@ class Private:
         return {"epsilon": self.epsilon(), "delta": self.cfg.delta, "noise_multiplier": self.noise_multiplier,
                 "max_grad_norm": self.cfg.max_grad_norm, "sample_rate": self.sample_rate,
                 "sampling": self.cfg.sampling, "steps": self.steps_done, "empty_steps": self.empty_steps,
-                "accountant": "rdp (orders 1.1 ... 4096)", "clipped_share": float(np.mean(self.clipped)) if self.clipped else None}
+                "accountant": "rdp (orders 1.1 ... 4096)",
+                "clipped_share": float(np.mean(self.clipped)) if self.clipped else None}
 
     def close(self) -> Any:
         """Remove the hooks and per-sample buffers; the plain model back."""

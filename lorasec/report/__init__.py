@@ -23,7 +23,7 @@ from lorasec.errors import InputError
 from lorasec.store import check_store, failures, open_store, results, schema_counts
 from lorasec.tasks import TASKS
 from lorasec.tasks.base import Section
-from lorasec.tasks.evidence import RULES, flatten, parse_value
+from lorasec.tasks.evidence import RULES, config_fields, parse_value
 
 FORMATS = ("md", "html")
 
@@ -72,7 +72,7 @@ def parse_compare(specs: Iterable[str], rows: list[dict]) -> Compare:
     it parses): a study's own comparison beside the tasks' declared ones; several fields move together as one
     treatment (`train.precision=fp32,train.optimizer=adamw`: a recipe against today's). Each field must be one
     some stored config has."""
-    known = sorted({k for r in rows for k in flatten(r["config"])} - {"seed"})
+    known = sorted({k for r in rows for k in config_fields(r["config"])} - {"seed"})
     out = []
     for spec in specs:
         pairs = []

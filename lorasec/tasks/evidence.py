@@ -50,6 +50,16 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def config_fields(config: dict) -> dict[str, Any]:
+    """A stored config, flattened, without the `key: if_set` fields at their defaults (lorasec.config.if_set_defaults):
+    a row stored before such a field existed and one stored after it, at its default, are the same cell."""
+    from lorasec.config import if_set_defaults
+
+    quiet = if_set_defaults()
+    return {k: v for k, v in flatten(config).items()
+            if not (k.rsplit(".", 1)[-1] in quiet and v == quiet[k.rsplit(".", 1)[-1]])}
+
+
 def frozen(flat: dict[str, Any], drop: Callable[[str], bool] = lambda k: False) -> tuple[tuple[str, str], ...]:
     """A hashable, order-free key of a flattened config without the fields `drop` says."""
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in flat.items() if not drop(k)))
@@ -215,7 +225,7 @@ def groups(rows: Iterable[dict]) -> list[Group]:
     """Group stored results by every config field except `seed`; rows in a group are sorted by seed."""
     out: dict[tuple, Group] = {}
     for r in rows:
-        flat = flatten(r["config"])
+        flat = config_fields(r["config"])
         flat.pop("seed", None)
         out.setdefault(frozen(flat), Group(flat)).rows.append(r)
     for g in out.values():
@@ -307,9 +317,11 @@ class Comparing:
     subject: Callable[[dict[str, Any]], str] | None = None
     shown: Callable[[list[dict[str, Any]]], list[str]] | None = None
     extra: Callable[[Comparison], dict[str, Any]] | None = None
+    # fields matched by `fields` that are context all the same (DP settings, when the method is compared)
+    excluded: tuple[str, ...] = ()
 
     def is_treatment(self, name: str) -> bool:
-        return field_matches(name, self.fields)
+        return field_matches(name, self.fields) and not field_matches(name, self.excluded)
 
     def is_reference(self, treatment: dict[str, Any]) -> bool:
         return all(treatment.get(k) == v for k, v in self.reference.items())
@@ -356,6 +368,7 @@ def declare(reference: Sequence[tuple[str, Any]], metrics: Sequence[Metric], uti
 
 SUBJECT = {"full": "full FT", "lora": "LoRA", "head_only": "head-only"}
 METHOD_FIELDS = ("method.", "train.lr")  # the method and its learning rate (papers set the rate per method)
+DP_FIELDS = ("method.dp", "method.dp.")  # DP-SGD's settings: held equal when methods are compared
 
 
 def shown_fields(configs: list[dict[str, Any]]) -> list[str]:
@@ -370,7 +383,10 @@ def method_label(flat: dict[str, Any], shown: list[str]) -> str:
     """`LoRA r=8`, `full FT`, `LoRA r=8 (init_scale=0.1)`; `shown` are the treatment fields that vary."""
     kind = flat.get("method.kind")
     name = SUBJECT.get(kind, str(kind)) + (f" r={flat.get('method.rank')}" if kind == "lora" else "")
-    extra = describe(flat, [f for f in shown if f not in ("method.kind", "method.rank")])
+    if any(field_matches(f, DP_FIELDS) for f in shown) and dp_label(flat, []) != "no DP":
+        name += " + " + dp_label(flat, [])
+    extra = describe(flat, [f for f in shown if f not in ("method.kind", "method.rank")
+                            and not field_matches(f, DP_FIELDS)])
     return f"{name} ({extra.replace('method.', '').replace('train.', '')})" if extra else name
 
 
@@ -384,7 +400,24 @@ def method_comparison(metrics: Sequence[Metric], utility: Metric | None = None,
                       extra: Callable[[Comparison], dict[str, Any]] | None = None) -> Comparing:
     """Each method against full fine-tuning on the same data, attack and seed."""
     return Comparing("method", METHOD_FIELDS, {"method.kind": "full"}, tuple(metrics), utility, label=method_label,
-                     subject=method_subject, shown=shown_fields, extra=extra)
+                     subject=method_subject, shown=shown_fields, extra=extra, excluded=DP_FIELDS)
+
+
+def dp_label(flat: dict[str, Any], shown: list[str]) -> str:
+    """`DP (target_epsilon=8)`, `DP (noise_multiplier=1)`, or `no DP`."""
+    eps, sigma = flat.get("method.dp.target_epsilon"), flat.get("method.dp.noise_multiplier")
+    if eps is None and sigma is None:
+        return "no DP"
+    return f"DP (target_epsilon={eps:g})" if eps is not None else f"DP (noise_multiplier={sigma:g})"
+
+
+def dp_comparison(metrics: Sequence[Metric], utility: Metric | None = None) -> Comparing:
+    """DP-SGD against the same method trained without it, on the same data and seed (method.dp null)."""
+    plain = tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies, margin=m.margin)
+                  for m in metrics)
+    none = {"method.dp": None, "method.dp.target_epsilon": None, "method.dp.noise_multiplier": None}
+    return Comparing("DP-SGD", DP_FIELDS, none, plain, utility, label=dp_label,
+                     subject=lambda t: dp_label(t, []))
 
 
 # --- paired comparisons ------------------------------------------------------------------------------------
@@ -417,7 +450,7 @@ def paired(rows: Iterable[dict], value: Callable[[dict], float | None], is_treat
     for r in rows:
         if value(r) is None:
             continue
-        flat = flatten(r["config"])
+        flat = config_fields(r["config"])
         seed = flat.pop("seed")
         ctx = frozen(flat, drop=is_treatment)
         treat = {k: v for k, v in flat.items() if is_treatment(k)}
@@ -567,7 +600,7 @@ def findings(rows: list[dict], comparisons: Sequence[Comparing],
              setting: Callable[[Comparing, Comparison, list[str]], str]) -> tuple[list[dict], list[Comparison]]:
     """One row per (declaration, metric, paired comparison), in that order, comparisons sorted by setting and
     side; `setting(decl, c, context_fields)` names what is held equal. The rows and the comparisons behind them."""
-    all_flat = [flatten(r["config"]) for r in rows]
+    all_flat = [config_fields(r["config"]) for r in rows]
     out, comps = [], []
     for decl in comparisons:
         shown = decl.shown_fields(all_flat)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorasec.tasks.evidence import MIN_SEEDS, describe, flatten, frozen, stats, varying
+from lorasec.tasks.evidence import MIN_SEEDS, config_fields, describe, frozen, stats, varying
 
 
 @dataclass
@@ -60,7 +60,7 @@ def choose(rows: list[dict]) -> list[Choice]:
     for r in rows:
         if r["config"].get("task") != "classification" or not _clean(r) or _val_accuracy(r) is None:
             continue
-        flat = flatten(r["config"])
+        flat = config_fields(r["config"])
         seed, lr = flat.pop("seed"), flat.pop("train.lr")
         choice = by.setdefault(frozen(flat), Choice(flat))
         cand = next((c for c in choice.candidates if c.lr == lr), None)

@@ -20,10 +20,10 @@ from lorasec.tasks.evidence import (
     Comparison,
     Group,
     Metric,
+    config_fields,
     declare,
     describe,
     findings,
-    flatten,
     frozen,
     groups,
     method_comparison,
@@ -188,10 +188,10 @@ def _is_defense_field(name: str) -> bool:
 def with_defense_effects(rows: list[dict]) -> list[dict]:
     """Every defended row gains `defense_effect`: its after-defense ASR − floor and CACC minus those of the same cell
     (same everything and seed) undefended, so that methods can be compared on what a defense does for them."""
-    plain = {frozen(flatten(r["config"]), drop=_is_defense_field): r for r in rows if not is_defended(r)}
+    plain = {frozen(config_fields(r["config"]), drop=_is_defense_field): r for r in rows if not is_defended(r)}
     out = []
     for r in rows:
-        ref = plain.get(frozen(flatten(r["config"]), drop=_is_defense_field)) if is_defended(r) else None
+        ref = plain.get(frozen(config_fields(r["config"]), drop=_is_defense_field)) if is_defended(r) else None
         if ref is not None:
             effect = {}
             for name, value in (("asr", net_asr_after), ("cacc", cacc_after)):

@@ -22,6 +22,7 @@ from lorasec.tasks.evidence import (
     Metric,
     declare,
     describe,
+    dp_comparison,
     findings,
     groups,
     method_comparison,
@@ -75,6 +76,17 @@ def held_out_ppl(r: dict) -> float:
     return r["metrics"]["utility"]["held_out_ppl"]
 
 
+def audited_epsilon(r: dict) -> float | None:
+    """The one-run audit's lower bound on epsilon (config `audit`), None where the cell ran no audit."""
+    a = r["metrics"].get("audit")
+    return a["epsilon_lower_bound"] if a else None
+
+
+def accountant_epsilon(r: dict) -> float | None:
+    """The RDP accountant's epsilon of a DP cell (None without DP, or without a privacy claim)."""
+    return (r.get("train", {}).get("dp") or {}).get("epsilon")
+
+
 def dup_slope(r: dict) -> float | None:
     """Growth of memorization with duplication: least-squares slope of the relaxed rate (exact when there are no
     embeddings) against log2(copies), over the cell's duplication counts."""
@@ -110,13 +122,15 @@ METRICS = (
     leak("relaxed extraction rate (cosine ≥ threshold)", relaxed),
     leak("canary exposure (bits, mean over canaries)", exposure, margin=0.5),
     *[leak(f"MIA AUC ({s})", auc(s)) for s in MIA_SCORES],
+    leak("audited epsilon (one-run lower bound)", audited_epsilon, margin=0.25),
     Metric("memorization vs duplication (slope per doubling)", dup_slope, False,
            "memorization grows less with duplication", "memorization grows more with duplication",
            claims=(DUPLICATION,)),
     UTILITY,
 )
 METHOD = method_comparison(METRICS, utility=UTILITY)
-COMPARISONS = (METHOD,)
+DP = dp_comparison(METRICS, utility=UTILITY)  # pairs only where a store holds DP cells and their non-DP twins
+COMPARISONS = (METHOD, DP)
 
 
 def setting(decl: Comparing, c: Comparison, ctx_fields: list[str]) -> str:
@@ -288,6 +302,46 @@ def leakage_utility(gs: list[Group], shown: list[str], ctx: list[str]) -> tuple[
     return rows, fig
 
 
+def privacy_rows(gs: list[Group], shown: list[str], ctx: list[str]) -> tuple[list[dict], Any]:
+    """Per configuration: the accountant's epsilon (DP cells), the audited lower bound (every audited cell), and
+    utility and leakage beside them; the figure puts both epsilons against held-out NLL."""
+    rows, pts = [], []
+    for g in gs:
+        lb, acc = g.stats(audited_epsilon), g.stats(accountant_epsilon)
+        if lb.n == 0 and acc.n == 0:
+            continue
+        a = [r["metrics"]["audit"] for r in g.rows if r["metrics"].get("audit")]
+        nll = g.stats(held_out_nll)
+        row: dict[str, Any] = {"method": _label(g, shown, ctx), "n": len(g.rows), "seeds": g.seeds,
+                               "accountant epsilon mean": acc.mean}
+        row |= stat_columns("audited epsilon", lb)
+        row["correct / guesses"] = ", ".join(f"{x['correct']}/{x['guesses']}" for x in a)
+        row |= stat_columns("held-out NLL", nll)
+        row["AUC reference mean"] = g.stats(auc("reference")).mean
+        row["exact rate mean"] = g.stats(exact).mean
+        row["exposure mean"] = g.stats(exposure).mean
+        row["cells"] = g.keys
+        rows.append(row)
+        pts.append((g, nll, lb, acc))
+    if not rows:
+        return rows, None
+    with style():
+        fig, (ax,) = panels(1, width=5.2, height=3.6)
+        for i, (g, nll, lb, acc) in enumerate(pts):
+            st = series_style(i)
+            if lb.n:
+                ax.errorbar([nll.mean], [lb.mean], yerr=[[lb.mean - (lb.lo if lb.lo is not None else lb.mean)],
+                                                         [(lb.hi if lb.hi is not None else lb.mean) - lb.mean]],
+                            color=st["color"], marker=st["marker"], markersize=7, capsize=3, linestyle="none",
+                            label=f"{_label(g, shown, ctx)} (n={lb.n})")
+            if acc.n:
+                ax.plot([nll.mean], [acc.mean], color=st["color"], marker=st["marker"], markersize=9,
+                        markerfacecolor="none", linestyle="none")
+        finish(ax, "privacy vs utility: audited epsilon (filled, t interval), accountant's (hollow)",
+               "held-out NLL (nats)", "epsilon")
+    return rows, fig
+
+
 def loss_figure(gs: list[Group], shown: list[str], ctx: list[str]) -> Any:
     with style():
         fig, (ax,) = panels(1, width=4.8)
@@ -333,8 +387,21 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
         figures["extraction_vs_model_size"] = size_fig
     figures |= {"exposure_vs_insertions": exp_fig, "mia_roc": roc_fig, "leakage_vs_utility": lu_fig,
                 "loss_curves": loss_figure(gs, shown, ctx)}
+    priv_rows, priv_fig = privacy_rows(gs, shown, ctx)
+    privacy = [Section(
+        "Privacy: accountant's epsilon and the audited lower bound",
+        "Per configuration over seeds. *accountant epsilon*: what Opacus's RDP accountant guarantees for a DP cell "
+        "at its delta (an upper bound). *audited epsilon*: the one-run lower bound of Steinke, Nasr and Jagielski "
+        "(2023) from the cell's own audit canaries (each trained on with probability 1/2 by a stored coin flip, the "
+        "top-k guessed in and the bottom-k out by the named membership score), pure-DP form at the stated "
+        "confidence; it recomputes from the stored (included, score) rows. For a non-DP cell it is the only privacy "
+        "number, and the one that compares full fine-tuning and LoRA; the largest bound k guesses can show is "
+        "capped (all correct), so a bound at the cap means 'at least this'. The verdict tables pair DP cells with "
+        "their non-DP twins (DP-SGD rows) and methods at equal DP settings (method rows).",
+        tables={"privacy": priv_rows}, figures={"privacy_vs_utility": priv_fig})] if priv_rows else []
     return [
         Section("Memorization: verdicts", text, tables={"findings": findings_table}),
+        *privacy,
         Section("Memorization: groups over seeds",
                 "One row per configuration (every config field but the seed): mean, sample std (ddof=1) and 95% "
                 "t interval over seeds. ROC curves are drawn from the stored per-record scores (members are "
