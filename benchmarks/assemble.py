@@ -33,6 +33,7 @@ ORDER = [
     ("precision_equivalence", "python benchmarks/precision_equivalence.py (issue 31, part 1; reads the store of "
      "configs/study/precision.yaml, a sweep not rerun by run.sh)"),
     ("onion", "python benchmarks/onion.py (issue 32)"),
+    ("dp_step", "python benchmarks/dp_step.py (issue 34)"),
 ]
 
 HEADER = """# lorasec benchmarks

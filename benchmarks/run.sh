@@ -8,7 +8,7 @@ PY=.venv/bin/python
 [ -x "$PY" ] || PY=python
 export OMP_WAIT_POLICY=PASSIVE
 failed=()
-for b in step padding extraction mia exposure memory flops scaling cli sweep report_500 ntk precision onion; do
+for b in step padding extraction mia exposure memory flops scaling cli sweep report_500 ntk precision onion dp_step; do
     echo "== benchmarks/$b.py $*" >&2
     start=$SECONDS
     if ! "$PY" "benchmarks/$b.py" "$@" > /dev/null; then
