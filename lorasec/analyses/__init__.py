@@ -14,7 +14,7 @@ Adding one: a module here calling `ANALYSES.add(name, Analysis(...))`, and one i
 
 from __future__ import annotations
 
-from lorasec.analyses import adapter_export, m_delta  # noqa: F401  (register)
+from lorasec.analyses import adapter_export, adapter_features, m_delta  # noqa: F401  (register)
 from lorasec.analyses.base import ANALYSES, Analysis, Trained, analysis_union, run_analyses
 
 __all__ = ["ANALYSES", "Analysis", "Trained", "analysis_union", "run_analyses"]
