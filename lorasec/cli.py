@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import traceback
@@ -311,6 +312,130 @@ def report(store_arg: Annotated[Path | None, typer.Argument(metavar="[STORE]", h
         raise InputError(f"--store: given twice ({str(store_arg)!r} and {str(store)!r}); give it once")
     main_file = write_report(store or store_arg or DEFAULT_STORE, out, check_formats(fmt.split(",")), compare or ())
     typer.echo(f"report written: {main_file}")
+
+
+SHIPPED_DETECTOR = Path(__file__).parent / "configs" / "scan_detector.json"
+
+
+def _base_modules(base: str) -> dict[str, tuple[int, int]]:
+    """Linear module name -> (out, in) of the base model: `minilm`, or a local directory of safetensors weights."""
+    import torch
+    from pydantic import TypeAdapter, ValidationError
+
+    from lorasec.config import ModelConfig
+    from lorasec.models.classifier import load_classifier
+
+    try:
+        cfg = TypeAdapter(ModelConfig).validate_python({"name": "local", "path": base} if Path(base).exists()
+                                                       else {"name": base})
+    except ValidationError:
+        raise InputError(f"base: {base!r} is neither a shipped classifier (minilm) nor a model directory") from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a verdict is one screen; the weight-loading bar is noise (and not one line)
+    try:
+        model = load_classifier(cfg, 2, 0).model
+    finally:
+        hf_logging.enable_progress_bar()
+
+    return {n: tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+@app.command()
+@one_line_errors
+def scan(base: Annotated[str, typer.Argument(help="the base model the adapter was trained on: minilm, or a local "
+                                                  "model directory")],
+         adapter: Annotated[Path, typer.Argument(help="a PEFT LoRA directory (adapter_config.json + "
+                                                      "adapter_model.safetensors)")],
+         detector: Annotated[Path | None, typer.Option("--detector", help="detector JSON (lorasec scan-fit); "
+                                                       "default: the one shipped with lorasec")] = None,
+         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """Is this LoRA adapter backdoored? A verdict from its weights alone: score, probability, and the per-module
+    statistics that drove it."""
+    import json
+
+    from lorasec.metrics.adapter_detector import Detector
+    from lorasec.metrics.adapter_weights import features, read_peft_dir, vector
+
+    pairs, scale, _ = read_peft_dir(adapter)
+    shapes = _base_modules(base)
+    for name, (a, b) in pairs.items():
+        match = [n for n in shapes if n == name or n.endswith("." + name) or name.endswith("." + n)]
+        if not match or shapes[match[0]] != (b.shape[0], a.shape[1]):
+            raise InputError(f"adapter: module {name} ({b.shape[0]} x {a.shape[1]}) is not a linear layer of the "
+                             f"base model {base!r}")
+    path = detector or SHIPPED_DETECTOR
+    if not path.is_file():
+        raise InputError(f"--detector: {path} does not exist (fit one on a bank of adapters with "
+                         "`lorasec scan-fit STORE --detector FILE`)")
+    det = Detector.from_json(path)
+    feats = features(pairs, scale)
+    vec = vector(feats)
+    prob = det.probability(vec)
+    drivers = sorted(det.contributions(vec).items(), key=lambda kv: -abs(kv[1]))[:5]
+    out = {"adapter": str(adapter), "base": base, "verdict": "backdoored" if prob >= det.threshold else "clean",
+           "probability": prob, "threshold": det.threshold, "score": math.log(max(prob, 1e-12) / max(1e-12, 1 - prob)),
+           "drivers": dict(drivers), "by_type": feats["by_type"], "frobenius_spread": feats["frobenius_spread"],
+           "detector": str(path), "fitted_on": det.fitted_on}
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    from rich.table import Table
+
+    console.print(f"[bold]{out['verdict']}[/bold]  probability {prob:.3f} (threshold {det.threshold:.3f}, "
+                  f"1% false positives on the clean adapters fitted on), logit {out['score']:+.2f}")
+    t = Table(title="per module type: the statistics of ΔW = scale·B·A (means over layers)")
+    cols = ["sigma_1", "frobenius", "energy_concentration", "spectral_entropy", "kurtosis"]
+    t.add_column("module type")
+    t.add_column("modules", justify="right")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for ty, st in feats["by_type"].items():
+        t.add_row(ty, str(st["modules"]), *(f"{st[c]:.4g}" for c in cols))
+    console.print(t)
+    console.print("what drove it (terms of the logit): " + ", ".join(f"{k} {v:+.2f}" for k, v in drivers))
+
+
+@app.command("scan-fit")
+@one_line_errors
+def scan_fit(store: Annotated[Path, typer.Argument(help="a store of cells that ran the adapter_features analysis")],
+             detector: Annotated[Path, typer.Option("--detector", help="where to write the detector JSON")],
+             table: Annotated[Path | None, typer.Option("--table", help="also write the evaluation (random, "
+                                                        "leave-one-attack-out, leave-one-dataset-out, unseen-rank "
+                                                        "splits) as Markdown here")] = None,
+             seed: Annotated[int, typer.Option("--seed")] = 0) -> None:
+    """Fit the weight-only detector on a bank of adapters and evaluate it on held-out attacks, datasets, ranks."""
+    from lorasec.metrics.adapter_detector import bank, evaluate, fit, single_statistics
+    from lorasec.report import load
+
+    if not store.exists():
+        raise InputError(f"store: {str(store)!r} does not exist")
+    rows, _, _ = load(store)
+    b = bank(rows)
+    if len(b.y) < 4 or len(set(b.y.tolist())) < 2:
+        raise InputError(f"store: {store} holds {len(b.y)} adapters with features; a detector needs clean and "
+                         "backdoored ones (run a bank grid with analyses: [{kind: adapter_features}])")
+    det = fit(b, seed)
+    evaluation = evaluate(b, seed)
+    det.to_json(detector)
+    typer.echo(f"detector written: {detector} ({len(b.y)} adapters: {det.fitted_on['attacks']})")
+    if table is not None:
+        table.write_text(_scan_markdown(store, evaluation, single_statistics(b)))
+        typer.echo(f"evaluation written: {table}")
+
+
+def _scan_markdown(store: Path, evaluation: list[dict], singles: list[dict]) -> str:
+    lines = [f"Generated by `lorasec scan-fit {store} --detector DETECTOR --table TABLE` from the store.", "",
+             "| split | backdoored / clean tested | ROC AUC [95% bootstrap] | TPR at 1% FPR [95% bootstrap] | "
+             "best single statistic (its AUC) |", "|---|---|---|---|---|"]
+    for r in evaluation:
+        lines.append(f"| {r['split']} | {r['n_backdoored']} / {r['n_clean']} | {r['auc']:.3f} [{r['auc_lo']:.3f}, "
+                     f"{r['auc_hi']:.3f}] | {r['tpr_1pct']:.3f} [{r['tpr_1pct_lo']:.3f}, {r['tpr_1pct_hi']:.3f}] | "
+                     f"{r['best single statistic']} ({r['its AUC']:.3f}) |")
+    lines += ["", "Each statistic alone on the whole bank (in-sample, oriented):", "",
+              "| statistic | AUC | higher means backdoored |", "|---|---|---|"]
+    lines += [f"| {r['statistic']} | {r['AUC (oriented)']:.3f} | {r['higher means backdoored']} |" for r in singles]
+    return "\n".join(lines) + "\n"
 
 
 def quiet_when_piped() -> None:

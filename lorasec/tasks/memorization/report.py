@@ -360,7 +360,7 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
     gs = sorted(groups(rows), key=lambda g: (g.config.get("method.kind") != "full", str(g.config)))
     flat = [g.config for g in gs]
     shown = shown_fields(flat)
-    ctx = [f for f in varying(flat) if not METHOD.is_treatment(f)]
+    ctx = [f for f in varying(flat) if not METHOD.is_treatment(f) and not DP.is_treatment(f)]  # DP is in the label
     findings_table, _ = comparison_rows(rows, study(compare))
     origins = sorted({f"{r['config']['model']['name']}: {r['model']['origin']}" for r in rows
                       if r["model"].get("origin")})

@@ -1,0 +1,118 @@
+"""`lorasec scan` and `lorasec scan-fit` (issue 33) on a real bank of tiny-BERT adapters, and the detector's
+evaluation splits checked for leakage (no test adapter is ever trained on)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_CFG
+from typer.testing import CliRunner
+
+from lorasec.cli import app
+from lorasec.metrics import adapter_detector as ad
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bank_store(tmp_path_factory):
+    from lorasec.audit import audit
+    from lorasec.tasks import parse_config
+
+    store = tmp_path_factory.mktemp("bank") / "bank.db"
+    for seed in (1, 2, 3):
+        for attack in ({"kind": "none"}, {"kind": "prefix", "rate": 0.3, "trigger": "cf", "target": 1},
+                       {"kind": "rare_word", "rate": 0.3, "trigger": "cf", "target": 1}):
+            raw = copy.deepcopy(TINY_CFG) | {"seed": seed, "attack": attack,
+                                             "analyses": [{"kind": "adapter_export"}, {"kind": "adapter_features"}]}
+            audit(parse_config(raw), store, progress=False)
+    return store
+
+
+def _adapter_dir(store):
+    import sqlite3
+
+    from lorasec.store import artifacts_dir
+
+    key = sqlite3.connect(store).execute("SELECT key FROM runs WHERE label LIKE '%prefix%' LIMIT 1").fetchone()[0]
+    return artifacts_dir(store, key) / "adapter"
+
+
+def test_scan_fit_then_scan_gives_a_verdict_probability_and_drivers(bank_store, tmp_path):
+    det, table = tmp_path / "d.json", tmp_path / "scan.md"
+    res = runner.invoke(app, ["scan-fit", str(bank_store), "--detector", str(det), "--table", str(table)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(det.read_text())
+    assert d["fitted_on"]["attacks"] == {"none": 3, "prefix": 3, "rare_word": 3} and len(d["coef"]) == len(d["names"])
+    md = table.read_text()
+    assert "leave attack out: prefix" in md and "leave attack out: rare_word" in md and "random" in md
+    res = runner.invoke(app, ["scan", "tiny-bert", str(_adapter_dir(bank_store)), "--detector", str(det), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["verdict"] in ("clean", "backdoored") and 0 <= out["probability"] <= 1
+    assert (out["verdict"] == "backdoored") == (out["probability"] >= out["threshold"])
+    assert len(out["drivers"]) == 5 and set(out["drivers"]) <= set(d["names"])
+    res = runner.invoke(app, ["scan", "tiny-bert", str(_adapter_dir(bank_store)), "--detector", str(det)])
+    assert res.exit_code == 0 and "per module type" in res.stdout
+
+
+def test_scan_refuses_bad_input_in_one_line(bank_store, tmp_path):
+    det = tmp_path / "d.json"
+    runner.invoke(app, ["scan-fit", str(bank_store), "--detector", str(det)])
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "adapter_config.json").write_text('{"r": 4, "lora_alpha": 8}')
+    (pickled / "adapter_model.bin").write_bytes(b"never loaded")
+    cases = [
+        (["scan", "tiny-bert", str(pickled), "--detector", str(det)], "is a pickle file"),
+        (["scan", "minilm", str(_adapter_dir(bank_store)), "--detector", str(det)], "is not a linear layer"),
+        (["scan", "gpt5", str(_adapter_dir(bank_store)), "--detector", str(det)], "base: 'gpt5'"),
+        (["scan", "tiny-bert", str(_adapter_dir(bank_store)), "--detector", str(tmp_path / "no.json")],
+         "--detector"),
+        (["scan-fit", str(tmp_path / "none.db"), "--detector", str(det)], "does not exist"),
+    ]
+    for args, expected in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert len(res.stderr.strip().splitlines()) == 1 and expected in res.stderr, res.stderr
+
+
+def _synthetic(n: int = 60, seed: int = 0) -> ad.Bank:
+    rng = np.random.default_rng(seed)
+    attack = np.array(["none"] * n + ["prefix"] * n + ["style"] * n)
+    y = (attack != "none").astype(int)
+    x = rng.normal(size=(3 * n, 3))
+    x[attack == "prefix", 0] += 4.0  # prefix shows in feature 0 only, style in feature 1 only
+    x[attack == "style", 1] += 4.0
+    return ad.Bank(x, y, ["f0", "f1", "f2"], attack, np.array((["a", "b"] * (3 * n))[:3 * n]),
+                   np.array(([4, 16, 64] * n)[:3 * n]), [str(i) for i in range(3 * n)])
+
+
+def test_splits_never_test_on_a_trained_adapter_and_leave_the_attack_out():
+    b = _synthetic()
+    for name, folds in ad.splits(b).items():
+        for train, test in folds:
+            assert not set(train) & set(test), name
+            if name.startswith("leave attack out: "):
+                held = name.removeprefix("leave attack out: ")
+                assert held not in set(b.attack[train]) and set(b.attack[test]) == {held, "none"}
+
+
+def test_a_detector_trained_on_one_attack_fails_on_another_and_the_evaluation_says_so():
+    rows = {r["split"]: r for r in ad.evaluate(_synthetic(), n_boot=200)}
+    assert rows["random (stratified 5-fold)"]["auc"] > 0.85
+    # held-out style: trained on prefix (feature 0) only, it cannot see style's shift in feature 1
+    assert rows["leave attack out: style"]["auc"] < 0.75
+    assert rows["random (stratified 5-fold)"]["auc"] - rows["leave attack out: style"]["auc"] > 0.15
+    assert rows["leave attack out: style"]["auc_lo"] <= rows["leave attack out: style"]["auc"]
+
+
+def test_tpr_at_one_percent_fpr_by_brute_force():
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 300 + [1] * 100)
+    s = rng.normal(size=400) + y
+    best = max(((s[y == 1] >= t).mean() for t in np.unique(s) if (s[y == 0] >= t).mean() <= 0.01), default=0.0)
+    assert ad.tpr_at(y, s) == pytest.approx(best)
