@@ -9,9 +9,10 @@ rewrites inputs, it rejects none). Sentences of one word are left alone.
   exp(mean next-token NLL) of the sentence's tokens after one leading BOS token, exactly what transformers' own
   `model(ids, labels=ids).loss` gives for that sentence alone (tests/test_defenses.py checks it).
 - All n+1 variants of a sentence go through the LM in one batch; several sentences may share a batch up to
-  `batch_rows` rows, but on CPU one batch per sentence (the default) is the fastest: 2.5x the naive one call per
-  variant with SmolLM2 at 2 threads, packing 2.3x, bf16 autocast 3.5x (BENCHMARKS.md, "ONION: batched
-  leave-one-out scoring").
+  `batch_rows` rows. Against the naive one call per variant, with SmolLM2 at 2 threads (BENCHMARKS.md, "ONION:
+  batched leave-one-out scoring"): one batch per sentence 2.9x, packing 3.1x, `scoring: shared_prefix` (the
+  sentence and its variants in one packed row, each variant running only past its shared prefix) 4.9x in fp32
+  and 5.9x under bf16 autocast (`precision: bf16`).
 - t is `threshold` if given, else chosen on clean validation rows: the smallest of the candidate bars (quantiles of
   the validation words' suspicions, and "delete nothing") for which the trained model's validation accuracy on the
   cleaned rows drops by at most `max_val_drop` (the paper picks its bar on clean validation data the same way).
