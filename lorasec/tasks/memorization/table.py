@@ -14,6 +14,10 @@ def row(result: dict) -> dict:
     m = result["metrics"]
     cfg = result["config"]
     method = cfg["method"]["kind"] + (f" r={cfg['method']['rank']}" if cfg["method"]["kind"] == "lora" else "")
+    dp = cfg["method"].get("dp")
+    if dp:
+        method += f" +dp(eps={dp['target_epsilon']:g})" if dp.get("target_epsilon") else \
+            f" +dp(sigma={dp['noise_multiplier']:g})"
     by_dup = m["extraction_by_duplication"]
     counts = sorted(by_dup, key=int)
     mia = m["mia"]
@@ -35,6 +39,8 @@ def row(result: dict) -> dict:
         "tpr_1pct": {k: v["tpr_at_fpr"]["0.01"] if "0.01" in v["tpr_at_fpr"] else v["tpr_at_fpr"][0.01]
                      for k, v in mia.items()},
         "seconds": result["timings"]["total_s"],
+        "accountant_epsilon": (result["train"].get("dp") or {}).get("epsilon"),
+        "audited_epsilon": (m.get("audit") or {}).get("epsilon_lower_bound"),
     }
 
 
@@ -64,6 +70,9 @@ def memorization_table(results: list[dict], title: str = "lorasec: memorization 
               for c in canary_counts]
     for k in ("loss", "reference", "zlib", "min_k", "min_k_plus_plus"):
         lines.append((f"MIA {k}: AUC / TPR@1%FPR", [f"{r['auc'][k]:.3f} / {r['tpr_1pct'][k]:.2f}" for r in rows]))
+    if any(r["accountant_epsilon"] is not None or r["audited_epsilon"] is not None for r in rows):
+        lines.append(("epsilon: accountant / audited", [f"{_f(r['accountant_epsilon'], '.2f')} / "
+                                                          f"{_f(r['audited_epsilon'], '.2f')}" for r in rows]))
     lines.append(("time (s)", [f"{r['seconds']:.0f}" for r in rows]))
     for name, cells in lines:
         t.add_row(name, *cells)
