@@ -34,6 +34,8 @@ def old_rule(cfg) -> str:
     """The key as it was computed before: the canonical JSON of the whole dump, here without the new field."""
     dumped = cfg.model_dump(mode="json")
     del dumped["train"]["checkpointing"]
+    del dumped["method"]["dp"]  # fields added later still (key: if_set, left out of the key at their default)
+    dumped.pop("audit", None)
     return hashlib.sha256(json.dumps(dumped, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
