@@ -165,8 +165,9 @@ def _loop(adapted: Adapted, enc: Encoded, labels: np.ndarray | None, pad_id: int
     model = adapted.model
     if cfg.checkpointing:
         _checkpointing(model, True)
-    names = [n for n, _ in model.named_parameters() if n in set(adapted.trainable)]
-    params = [p for n, p in model.named_parameters() if n in set(adapted.trainable)]
+    trainable = set(adapted.trainable)
+    named = [(n, p) for n, p in model.named_parameters() if n in trainable]
+    names, params = [n for n, _ in named], [p for _, p in named]
     warm = int(cfg.warmup_ratio * steps)
 
     def build(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -352,15 +352,19 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def without_claims(metrics: Sequence[Metric]) -> tuple[Metric, ...]:
+    """The metrics without the papers' claims (a comparison the papers did not make)."""
+    return tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies, margin=m.margin)
+                 for m in metrics)
+
+
 def declare(reference: Sequence[tuple[str, Any]], metrics: Sequence[Metric], utility: Metric | None = None
             ) -> Comparing:
     """A study-level comparison on one or more fields that move together (`lorasec report --compare
     train.precision=fp32,train.optimizer=adamw`), against their reference values: the task's metrics without the
     paper's claims, which were made about something else."""
-    plain = tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies, margin=m.margin)
-                  for m in metrics)
     ref = dict(reference)
-    return Comparing(", ".join(ref), tuple(ref), ref, plain, utility)
+    return Comparing(", ".join(ref), tuple(ref), ref, without_claims(metrics), utility)
 
 
 # --- the method as the compared variable (both shipped tasks compare fine-tuning methods) ---
@@ -413,10 +417,8 @@ def dp_label(flat: dict[str, Any], shown: list[str]) -> str:
 
 def dp_comparison(metrics: Sequence[Metric], utility: Metric | None = None) -> Comparing:
     """DP-SGD against the same method trained without it, on the same data and seed (method.dp null)."""
-    plain = tuple(Metric(m.name, m.value, m.higher_is_better, m.better, m.worse, m.applies, margin=m.margin)
-                  for m in metrics)
     none = {"method.dp": None, "method.dp.target_epsilon": None, "method.dp.noise_multiplier": None}
-    return Comparing("DP-SGD", DP_FIELDS, none, plain, utility, label=dp_label,
+    return Comparing("DP-SGD", DP_FIELDS, none, without_claims(metrics), utility, label=dp_label,
                      subject=lambda t: dp_label(t, []))
 
 
