@@ -9,7 +9,9 @@ every run has succeeded.
 
 from __future__ import annotations
 
+import functools
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +34,12 @@ class Run:
 def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False, store: Path | None = None) -> Run:
     """Run one cell of any task: stage seeds in, record with its envelope out. Nothing is saved; `store` only says
     where the cell's files (an exported adapter) go: its artifact directory beside that store."""
-    from lorasec.environment import bound_allocator, environment  # torch: imported only when a cell runs
+    from lorasec.environment import bound_allocator, environment, native_bf16  # torch: only when a cell runs
 
     bound_allocator()
     task = task_of(cfg)
+    if getattr(getattr(cfg, "train", None), "precision", None) == "bf16" and native_bf16() is False:
+        _warn_emulated_bf16()
     seeds = stage_seeds(cfg.seed, task.stages)
     t0 = time.perf_counter()
     out = task.run(cfg, seeds, progress, artifacts_dir(store, config_key(cfg)) if store is not None else None)
@@ -52,6 +56,12 @@ def execute(cfg: TaskConfig, progress: bool = True, keep_model: bool = False, st
     if task.record is not None:
         task.record.parse(record)  # the record has the shape its readers expect, or the cell fails here
     return Run(record, out.model if keep_model else None)
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    warnings.warn("train.precision: bf16 on a CPU without AVX-512 BF16 or AMX is emulated and runs many times "
+                  "slower than fp32 here (20 s against 1.4 s a MiniLM step on an AVX2-only CPU)", stacklevel=3)
 
 
 def baseline_of(cfg: TaskConfig) -> TaskConfig | None:

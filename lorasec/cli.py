@@ -54,6 +54,13 @@ def _print_results(results: list[dict], store: Path) -> None:
     cached = sum(bool(r.get("cached")) for r in results)
     note = f" ({cached} reused from the store)" if cached else ""
     console.print(f"results stored in {store.resolve()}{note}")
+    from lorasec.store import artifacts_dir
+
+    for r in results:  # where `adapter_export` put the trained weights (a PEFT directory for LoRA: `lorasec scan`)
+        if ((r.get("analyses") or {}).get("adapter_export") or {}).get("saved"):
+            where = artifacts_dir(store.resolve(), r["key"])
+            where = where / "adapter" if (where / "adapter").is_dir() else where
+            console.print(f"{r['label']}: weights saved in {where}")
 
 
 @app.command()
@@ -403,15 +410,25 @@ def scan_fit(store: Annotated[Path, typer.Argument(help="a store of cells that r
              table: Annotated[Path | None, typer.Option("--table", help="also write the evaluation (random, "
                                                         "leave-one-attack-out, leave-one-dataset-out, unseen-rank "
                                                         "splits) as Markdown here")] = None,
-             seed: Annotated[int, typer.Option("--seed")] = 0) -> None:
+             seed: Annotated[int, typer.Option("--seed")] = 0,
+             leave_out: Annotated[list[str] | None, typer.Option(
+                 "--leave-out", help="fit without the adapters of this attack kind (repeatable), e.g. to scan a "
+                                     "fresh adapter of an attack the detector never saw")] = None) -> None:
     """Fit the weight-only detector on a bank of adapters and evaluate it on held-out attacks, datasets, ranks."""
-    from lorasec.metrics.adapter_detector import bank, evaluate, fit, single_statistics
+    from lorasec.metrics.adapter_detector import CLEAN, bank, evaluate, fit, single_statistics
     from lorasec.report import load
 
     if not store.exists():
         raise InputError(f"store: {str(store)!r} does not exist")
     rows, _, _ = load(store)
     b = bank(rows)
+    if leave_out:
+        kinds = sorted(set(b.attack.tolist()) - {CLEAN})
+        bad = [a for a in leave_out if a not in kinds]
+        if bad or CLEAN in leave_out:
+            raise InputError(f"--leave-out: {(bad or [CLEAN])[0]!r} is not a backdoor of this bank; allowed: "
+                             f"{', '.join(kinds)}")
+        b = b.without(leave_out)
     if len(b.y) < 4 or len(set(b.y.tolist())) < 2:
         raise InputError(f"store: {store} holds {len(b.y)} adapters with features; a detector needs clean and "
                          "backdoored ones (run a bank grid with analyses: [{kind: adapter_features}])")

@@ -64,8 +64,23 @@ def environment() -> dict:
         "host": socket.gethostname(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(),
         "versions": {p: _version(p) for p in PACKAGES},
     }
+
+
+@functools.cache
+def native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 matmuls in hardware (AVX-512 BF16 or AMX); None where /proc/cpuinfo is
+    absent. Without them oneDNN emulates bf16: on an AVX2-only EPYC a MiniLM training step under bf16 autocast
+    took 20 s against 1.4 s in fp32 (one thread), so `train.precision: bf16` is only the cheaper choice on
+    CPUs that have it."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def rss_mb() -> tuple[float, float | None]:

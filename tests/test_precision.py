@@ -77,3 +77,25 @@ def test_fused_adamw_follows_adamw_step_for_step():
     assert la.losses == pytest.approx(lb.losses, abs=1e-5)
     for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_the_record_says_which_cpu(tiny_cfg):
+    import warnings
+    from pathlib import Path
+
+    import lorasec
+    import lorasec.audit
+    from lorasec.environment import native_bf16
+
+    flags = Path("/proc/cpuinfo").read_text().split()  # the independent reading: the kernel's own flag list
+    assert native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    for precision in ("fp32", "bf16"):
+        lorasec.audit._warn_emulated_bf16.cache_clear()  # once per process: another test may have had it
+        cfg = parse_config(tiny_cfg | {"train": tiny_cfg["train"] | {"precision": precision}})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            record = lorasec.run(cfg, progress=False).record
+        emulated = [w for w in caught if "is emulated" in str(w.message)]
+        assert len(emulated) == (1 if precision == "bf16" and not native_bf16() else 0), precision
+        assert record["environment"]["native_bf16"] == native_bf16()
+        assert record["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

@@ -59,6 +59,18 @@ def test_scan_fit_then_scan_gives_a_verdict_probability_and_drivers(bank_store, 
     assert res.exit_code == 0 and "per module type" in res.stdout
 
 
+def test_scan_fit_leave_out_fits_without_that_attack(bank_store, tmp_path):
+    det = tmp_path / "d.json"
+    res = runner.invoke(app, ["scan-fit", str(bank_store), "--detector", str(det), "--leave-out", "rare_word"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(det.read_text())["fitted_on"]["attacks"] == {"none": 3, "prefix": 3}
+    for bad in ("style", "none"):
+        res = runner.invoke(app, ["scan-fit", str(bank_store), "--detector", str(tmp_path / "x.json"),
+                                  "--leave-out", bad])
+        assert res.exit_code == 2 and f"--leave-out: {bad!r}" in res.stderr and "prefix, rare_word" in res.stderr
+        assert not (tmp_path / "x.json").exists()
+
+
 def test_scan_refuses_bad_input_in_one_line(bank_store, tmp_path):
     det = tmp_path / "d.json"
     runner.invoke(app, ["scan-fit", str(bank_store), "--detector", str(det)])
@@ -116,3 +128,21 @@ def test_tpr_at_one_percent_fpr_by_brute_force():
     s = rng.normal(size=400) + y
     best = max(((s[y == 1] >= t).mean() for t in np.unique(s) if (s[y == 0] >= t).mean() <= 0.01), default=0.0)
     assert ad.tpr_at(y, s) == pytest.approx(best)
+
+
+def test_run_says_where_the_exported_adapter_is(tmp_path):
+    import yaml
+
+    cfg = tmp_path / "cell.yaml"
+    cfg.write_text(yaml.safe_dump(copy.deepcopy(TINY_CFG) | {"analyses": [{"kind": "adapter_export"}]}))
+    store = tmp_path / "one.db"
+    res = runner.invoke(app, ["run", str(cfg), "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    said = "".join(res.stdout.split())  # rich may wrap a long path
+    import sqlite3
+
+    from lorasec.store import artifacts_dir
+
+    key = sqlite3.connect(store).execute("SELECT key FROM runs WHERE label LIKE '%prefix%'").fetchone()[0]
+    where = artifacts_dir(store, key).resolve() / "adapter"
+    assert f"weightssavedin{where}" in said and (where / "adapter_config.json").is_file()

@@ -35,6 +35,12 @@ class Bank:
     rank: np.ndarray
     keys: list[str]
 
+    def without(self, attacks: Sequence[str]) -> Bank:
+        """The bank less the adapters of these attack kinds."""
+        keep = ~np.isin(self.attack, list(attacks))
+        return Bank(self.x[keep], self.y[keep], self.names, self.attack[keep], self.dataset[keep], self.rank[keep],
+                    [k for k, m in zip(self.keys, keep, strict=True) if m])
+
 
 def bank(rows: Sequence[dict]) -> Bank:
     """The adapters of stored classification cells that ran `adapter_features` (clean and backdoored)."""
