@@ -143,6 +143,7 @@ def test_run_says_where_the_exported_adapter_is(tmp_path):
 
     from lorasec.store import artifacts_dir
 
-    key = sqlite3.connect(store).execute("SELECT key FROM runs WHERE label LIKE '%prefix%'").fetchone()[0]
-    where = artifacts_dir(store, key).resolve() / "adapter"
-    assert f"weightssavedin{where}" in said and (where / "adapter_config.json").is_file()
+    for like, what in (("%prefix%", "prefix(0.05):"), ("%none%", "itscleanbaseline:")):
+        key = sqlite3.connect(store).execute("SELECT key FROM runs WHERE label LIKE ?", (like,)).fetchone()[0]
+        where = artifacts_dir(store, key).resolve() / "adapter"
+        assert f"{what}weightssavedin{where}" in said and (where / "adapter_config.json").is_file()

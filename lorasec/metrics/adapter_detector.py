@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,15 @@ class Bank:
     dataset: np.ndarray
     rank: np.ndarray
     keys: list[str]
+    asr: np.ndarray | None = None  # the backdoor's attack success rate on the cell's test rows (nan: clean)
+    base: np.ndarray | None = None  # the base model's name
 
     def without(self, attacks: Sequence[str]) -> Bank:
         """The bank less the adapters of these attack kinds."""
         keep = ~np.isin(self.attack, list(attacks))
         return Bank(self.x[keep], self.y[keep], self.names, self.attack[keep], self.dataset[keep], self.rank[keep],
-                    [k for k, m in zip(self.keys, keep, strict=True) if m])
+                    [k for k, m in zip(self.keys, keep, strict=True) if m],
+                    None if self.asr is None else self.asr[keep], None if self.base is None else self.base[keep])
 
 
 def bank(rows: Sequence[dict]) -> Bank:
@@ -51,9 +54,12 @@ def bank(rows: Sequence[dict]) -> Bank:
     names = sorted(keep[0]["analyses"]["adapter_features"]["vector"])
     x = np.array([[r["analyses"]["adapter_features"]["vector"][n] for n in names] for r in keep], dtype=float)
     attack = np.array([r["config"]["attack"]["kind"] for r in keep])
+    asr = [((r.get("metrics") or {}).get("backdoor") or {}).get("asr") for r in keep]
     return Bank(x, (attack != CLEAN).astype(int), names, attack,
                 np.array([r["config"]["data"]["name"] for r in keep]),
-                np.array([r["config"]["method"].get("rank", 0) for r in keep]), [r["key"] for r in keep])
+                np.array([r["config"]["method"].get("rank", 0) for r in keep]), [r["key"] for r in keep],
+                np.array([np.nan if a is None else a for a in asr], dtype=float),
+                np.array([r["config"]["model"]["name"] for r in keep]))
 
 
 def squash(x: np.ndarray) -> np.ndarray:
@@ -67,15 +73,23 @@ class Detector:
     scale: list[float]
     coef: list[float]
     intercept: float
-    threshold: float  # probability at 1% false positives on the clean adapters it was fitted on
+    threshold: float  # probability at 1% false positives on the clean adapters, scored out of fold
     fitted_on: dict  # how many adapters of each attack, datasets, ranks
+    calibration: tuple[float, float] = (1.0, 0.0)  # Platt (a, b): probability = sigmoid(a * logit + b)
+    card: dict = field(default_factory=dict)  # what it was trained on, how it did on held-out splits, where it fails
 
-    def probability(self, vector: dict[str, float]) -> float:
+    def logit(self, vector: dict[str, float]) -> float:
         missing = [n for n in self.names if n not in vector]
         if missing:
             raise ValueError(f"the adapter's features lack {missing[:3]}")
         z = (squash(np.array([vector[n] for n in self.names])) - np.array(self.mean)) / np.array(self.scale)
-        return float(1.0 / (1.0 + np.exp(-(z @ np.array(self.coef) + self.intercept))))
+        return float(z @ np.array(self.coef) + self.intercept)
+
+    def probability(self, vector: dict[str, float]) -> float:
+        """Calibrated (Platt, on out-of-fold logits of the bank) at even prior odds: the chance that an adapter
+        with these weights is backdoored if half the adapters one meets were."""
+        a, b = self.calibration
+        return float(1.0 / (1.0 + np.exp(-(a * self.logit(vector) + b))))
 
     def contributions(self, vector: dict[str, float]) -> dict[str, float]:
         """Each feature's term in the logit: what drove the score."""
@@ -87,7 +101,9 @@ class Detector:
 
     @classmethod
     def from_json(cls, path: Path) -> Detector:
-        return cls(**json.loads(Path(path).read_text()))
+        raw = json.loads(Path(path).read_text())
+        raw["calibration"] = tuple(raw.get("calibration", (1.0, 0.0)))
+        return cls(**raw)
 
 
 def _model(seed: int):
@@ -99,16 +115,48 @@ def _model(seed: int):
                                                               random_state=seed))
 
 
-def fit(b: Bank, seed: int = 0) -> Detector:
+def _out_of_fold_logits(b: Bank, seed: int) -> np.ndarray:
+    """Each adapter's logit from a model fitted on the other folds (stratified 5-fold): honest scores to
+    calibrate and set the threshold on."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = max(2, min(5, int(min(np.bincount(b.y, minlength=2)))))
+    out = np.zeros(len(b.y))
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(b.x, b.y):
+        m = _model(seed).fit(squash(b.x[train]), b.y[train])
+        out[test] = m.decision_function(squash(b.x[test]))
+    return out
+
+
+def fit(b: Bank, seed: int = 0, evaluation: list[dict] | None = None) -> Detector:
+    """Logistic regression on the whole bank; Platt calibration (class-balanced, so even prior odds) and the 1%-FPR
+    threshold from out-of-fold logits, not from scores of adapters the model was fitted on."""
+    from sklearn.linear_model import LogisticRegression
+
     if len(set(b.y.tolist())) < 2:
         raise ValueError("a detector needs clean and backdoored adapters in the bank")
     m = _model(seed).fit(squash(b.x), b.y)
     scaler, lr = m[0], m[1]
-    clean_p = m.predict_proba(squash(b.x[b.y == 0]))[:, 1]
-    fitted = {"attacks": {a: int((b.attack == a).sum()) for a in sorted(set(b.attack.tolist()))},
+    oof = _out_of_fold_logits(b, seed)
+    platt = LogisticRegression(C=1e6, class_weight="balanced", max_iter=5000).fit(oof[:, None], b.y)
+    a, c = float(platt.coef_[0][0]), float(platt.intercept_[0])
+    prob = 1.0 / (1.0 + np.exp(-(a * oof + c)))
+    fitted = {"attacks": {k: int((b.attack == k).sum()) for k in sorted(set(b.attack.tolist()))},
               "datasets": sorted(set(b.dataset.tolist())), "ranks": sorted({int(r) for r in b.rank})}
+    if b.base is not None:
+        fitted["base_models"] = sorted(set(b.base.tolist()))
+    card = {"features": "weights only: spectral statistics of each LoRA module's ΔW, by module type, and the "
+                        "spread of normalised Frobenius norms (lorasec.metrics.adapter_weights)",
+            "probability": "Platt-calibrated on out-of-fold logits, at even prior odds",
+            "out_of_fold": {"brier": float(np.mean((prob - b.y) ** 2)),
+                            "true_positive_rate_at_threshold": float(np.mean(prob[b.y == 1] >=
+                                                                             np.quantile(prob[b.y == 0], 0.99)))}}
+    if evaluation:
+        card["held_out"] = {r["split"]: {"auc": round(r["auc"], 3), "tpr_1pct": round(r["tpr_1pct"], 3)}
+                            for r in evaluation}
+        card["known_to_fail"] = [r["split"] for r in evaluation if r["auc"] < 0.7]
     return Detector(b.names, scaler.mean_.tolist(), scaler.scale_.tolist(), lr.coef_[0].tolist(),
-                    float(lr.intercept_[0]), float(np.quantile(clean_p, 0.99)), fitted)
+                    float(lr.intercept_[0]), float(np.quantile(prob[b.y == 0], 0.99)), fitted, (a, c), card)
 
 
 def tpr_at(y: np.ndarray, score: np.ndarray, fpr: float = 0.01) -> float:
@@ -201,3 +249,70 @@ def single_statistics(b: Bank) -> list[dict]:
         auc = float(roc_auc_score(b.y, b.x[:, j]))
         out.append({"statistic": n, "AUC (oriented)": max(auc, 1 - auc), "higher means backdoored": auc >= 0.5})
     return sorted(out, key=lambda r: -r["AUC (oriented)"])
+
+
+def composition(b: Bank) -> list[dict]:
+    """The bank per attack kind: how many adapters, over what, and how well each backdoor took (a backdoor the
+    adapter did not learn is one no detector should be expected to see)."""
+    out = []
+    for a in sorted(set(b.attack.tolist()), key=lambda k: (k != CLEAN, k)):
+        m = b.attack == a
+        asr = b.asr[m] if b.asr is not None else np.array([np.nan])
+        row = {"attack": a, "adapters": int(m.sum()), "datasets": len(set(b.dataset[m].tolist())),
+               "ranks": sorted({int(r) for r in b.rank[m]})}
+        if a != CLEAN and np.isfinite(asr).any():
+            row |= {"median ASR": float(np.nanmedian(asr)), "min ASR": float(np.nanmin(asr)),
+                    "share ASR >= 0.5": float(np.nanmean(asr >= 0.5))}
+        out.append(row)
+    return out
+
+
+def markdown(store: str, b: Bank, det: Detector, evaluation: list[dict], singles: list[dict]) -> str:
+    """docs/SCAN.md: the bank, the held-out splits with intervals beside the best single statistic, each statistic
+    alone, and the detector's card. Every number is read from the store by `lorasec scan-fit`."""
+    lines = ["# Is this LoRA adapter backdoored? A weight-only detector, tested on held-out attacks (issue 33)", "",
+             f"Generated by `lorasec scan-fit {store} --detector DETECTOR --table TABLE` from the store; do not "
+             "edit by hand.", "",
+             "Every adapter below is a LoRA adapter trained by lorasec with a known label (clean, or the backdoor "
+             "its cell planted). The detector sees only the adapter's weights: per module ΔW = scale·B·A through "
+             "its singular values (leading singular value, Frobenius norm, energy concentration, spectral entropy, "
+             "kurtosis of the entries), averaged by module type, and the spread of normalised Frobenius norms "
+             "across modules; a logistic regression on them. Each split scores every test adapter with a model "
+             "that never saw it; leave-attack-out also keeps the clean adapters tested out of training.", "",
+             "## The bank", "",
+             "| attack | adapters | datasets | ranks | median ASR | min ASR | share with ASR >= 0.5 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in composition(b):
+        asr = (f"{r['median ASR']:.2f} | {r['min ASR']:.2f} | {r['share ASR >= 0.5']:.2f}" if "median ASR" in r
+               else "– | – | –")
+        lines.append(f"| {r['attack']} | {r['adapters']} | {r['datasets']} | {', '.join(map(str, r['ranks']))} | "
+                     f"{asr} |")
+    lines += ["", "## Held-out evaluation", "",
+              "ROC AUC and TPR at 1% FPR with stratified bootstrap 95% intervals (1,000 resamples); the best single "
+              "statistic is oriented on each fold's training rows and scored on its test rows.", "",
+              "| split | backdoored / clean tested | ROC AUC [95% bootstrap] | TPR at 1% FPR [95% bootstrap] | "
+              "best single statistic (its AUC) |", "|---|---|---|---|---|"]
+    for r in evaluation:
+        lines.append(f"| {r['split']} | {r['n_backdoored']} / {r['n_clean']} | {r['auc']:.3f} [{r['auc_lo']:.3f}, "
+                     f"{r['auc_hi']:.3f}] | {r['tpr_1pct']:.3f} [{r['tpr_1pct_lo']:.3f}, {r['tpr_1pct_hi']:.3f}] | "
+                     f"{r['best single statistic']} ({r['its AUC']:.3f}) |")
+    lines += ["", "## Each statistic alone", "", "On the whole bank, in-sample, oriented (an upper bound for the "
+              "statistic used alone):", "", "| statistic | AUC | higher means backdoored |", "|---|---|---|"]
+    lines += [f"| {r['statistic']} | {r['AUC (oriented)']:.3f} | {r['higher means backdoored']} |" for r in singles]
+    fails = det.card.get("known_to_fail", [])
+    oof = det.card.get("out_of_fold", {})
+    weak = [r["split"] for r in evaluation if r["tpr_1pct"] < 0.2]
+    beaten = [r["split"] for r in evaluation if r["its AUC"] >= r["auc"]]
+    lines += ["", "## The detector's card", "",
+              f"- Fitted on {len(b.y)} adapters: {det.fitted_on['attacks']}; datasets "
+              f"{', '.join(det.fitted_on['datasets'])}; ranks {det.fitted_on['ranks']}; base models "
+              f"{', '.join(det.fitted_on.get('base_models', ['?']))}. It knows nothing of other base models, "
+              "other module sets or adapters trained far longer than these short runs.",
+              f"- Probability: {det.card.get('probability', 'logistic')}; out-of-fold Brier score "
+              f"{oof.get('brier', float('nan')):.3f}. Threshold {det.threshold:.3f}: the 99th percentile of clean "
+              "adapters' out-of-fold probabilities (1% false positives on the bank; out-of-fold TPR there "
+              f"{oof.get('true_positive_rate_at_threshold', float('nan')):.2f}).",
+              f"- Known to fail (held-out ROC AUC below 0.7): {', '.join(fails) if fails else 'no split'}.",
+              f"- Catches less than 20% at 1% FPR: {', '.join(weak) if weak else 'no split'}.",
+              f"- A single statistic does as well or better: {', '.join(beaten) if beaten else 'no split'}."]
+    return "\n".join(lines) + "\n"
