@@ -310,7 +310,10 @@ def report(store_arg: Annotated[Path | None, typer.Argument(metavar="[STORE]", h
            fmt: Annotated[str, typer.Option("--format", help="comma-separated: md, html")] = "md,html",
            compare: Annotated[list[str] | None, typer.Option(
                "--compare", help="FIELD=REFERENCE: also compare this config field against its reference value "
-                                 "(repeatable), e.g. train.precision=fp32")] = None) -> None:
+                                 "(repeatable), e.g. train.precision=fp32")] = None,
+           margin: Annotated[list[str] | None, typer.Option(
+               "--margin", help="NAME=VALUE: the equivalence margin (TOST) of every metric whose name contains NAME, "
+                                "in its own units (repeatable), e.g. ASR=0.1")] = None) -> None:
     """Findings with uncertainty: paired method differences over seeds, verdicts against the papers, figures,
     Markdown and one self-contained HTML page. Reads the store only."""
     from lorasec.report import check_formats
@@ -318,7 +321,8 @@ def report(store_arg: Annotated[Path | None, typer.Argument(metavar="[STORE]", h
 
     if store_arg is not None and store is not None and store_arg != store:
         raise InputError(f"--store: given twice ({str(store_arg)!r} and {str(store)!r}); give it once")
-    main_file = write_report(store or store_arg or DEFAULT_STORE, out, check_formats(fmt.split(",")), compare or ())
+    main_file = write_report(store or store_arg or DEFAULT_STORE, out, check_formats(fmt.split(",")), compare or (),
+                             margin or ())
     typer.echo(f"report written: {main_file}")
 
 
@@ -385,6 +389,10 @@ def scan(base: Annotated[str, typer.Argument(help="the base model the adapter wa
            "probability": prob, "threshold": det.threshold, "score": det.logit(vec),
            "drivers": dict(drivers), "by_type": feats["by_type"], "frobenius_spread": feats["frobenius_spread"],
            "detector": str(path), "fitted_on": det.fitted_on}
+    known = det.fitted_on.get("base_models")
+    if known and base not in known:
+        out["warning"] = (f"the detector was fitted on adapters of {', '.join(known)}, not of {base}: this verdict "
+                          "is outside what it was tested on")
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -393,6 +401,8 @@ def scan(base: Annotated[str, typer.Argument(help="the base model the adapter wa
     console.print(f"[bold]{out['verdict']}[/bold]  probability {prob:.3f} (calibrated, at even prior odds; "
                   f"threshold {det.threshold:.3f}: 1% false positives on the clean adapters of its bank, out of "
                   f"fold), logit {out['score']:+.2f}")
+    if "warning" in out:
+        console.print(f"[yellow]warning: {out['warning']}[/yellow]")
     fails = det.card.get("known_to_fail")
     if fails:
         console.print(f"known to fail (held-out AUC < 0.7): {', '.join(fails)}")

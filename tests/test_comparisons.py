@@ -221,3 +221,36 @@ def test_compare_over_several_fields_moves_them_together():
         (("method.targets", ["query", "value"]), ("train.precision", "fp32")),)
     with pytest.raises(InputError, match=r"^--compare: 'train.precision=fp32,oops' is not FIELD=REFERENCE"):
         parse_compare(["train.precision=fp32,oops"], rows)
+
+
+def test_margin_option_sets_the_equivalence_margin_of_the_metrics_it_names(tmp_path):
+    from scipy.stats import t as student_t
+
+    rows = _bench().synthetic_rows(28 * 3)
+    store = tmp_path / "s.db"
+    con = open_store(store)
+    for r in rows:
+        save(con, r)
+    con.close()
+
+    def asr_rows(margin):
+        sec = next(s for s in build(store, margin=margin) if s.title == "Classification: verdicts")
+        return [f for f in sec.tables["findings"] if f["metric"].startswith("ASR")]
+
+    default, wide = asr_rows(()), asr_rows(["asr=5"])  # case-insensitive part of the metric's name
+    assert default and {f["margin"] for f in default} == {0.05} and {f["margin"] for f in wide} == {5.0}
+    for f in wide:  # TOST recomputed by hand: max of the two one-sided t p-values at ±5 (before Holm)
+        n, m, sd = f["n"], f["difference mean"], f["difference std"]
+        se = sd / np.sqrt(n)
+        p = max(student_t.sf((m + 5) / se, n - 1), student_t.cdf((m - 5) / se, n - 1))
+        assert f["TOST p (Holm)"] >= p - 1e-12
+    assert sum(f["verdict"].startswith("equivalent") for f in wide) > sum(
+        f["verdict"].startswith("equivalent") for f in default)
+    sec = next(s for s in build(store, margin=["ASR=0.9"]) if s.title == "Classification: verdicts")
+    assert all(f["margin"] == 0.02 for f in sec.tables["findings"] if f["metric"].startswith("clean accuracy"))
+    for bad, said in ((["nothing=0.1"], "--margin: 'nothing' names no metric"), (["ASR=-1"], "VALUE > 0"),
+                      (["ASR"], "NAME=VALUE")):
+        res = subprocess.run([sys.executable, "-m", "lorasec.cli", "report", str(store), "--out",
+                              str(tmp_path / "o"), "--margin", *bad], capture_output=True, text=True)
+        assert res.returncode == 2 and said in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

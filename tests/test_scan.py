@@ -55,6 +55,9 @@ def test_scan_fit_then_scan_gives_a_verdict_probability_and_drivers(bank_store, 
     assert out["verdict"] in ("clean", "backdoored") and 0 <= out["probability"] <= 1
     assert (out["verdict"] == "backdoored") == (out["probability"] >= out["threshold"])
     assert len(out["drivers"]) == 5 and set(out["drivers"]) <= set(d["names"])
+    assert d["fitted_on"]["base_models"] == ["tiny-bert"] and "warning" not in out
+    assert out["score"] == pytest.approx(float(np.log(out["probability"] / (1 - out["probability"]))
+                                                - d["calibration"][1]) / d["calibration"][0], rel=1e-6)
     res = runner.invoke(app, ["scan", "tiny-bert", str(_adapter_dir(bank_store)), "--detector", str(det)])
     assert res.exit_code == 0 and "per module type" in res.stdout
 

@@ -23,7 +23,7 @@ from lorasec.errors import InputError
 from lorasec.store import check_store, failures, open_store, results, schema_counts
 from lorasec.tasks import TASKS
 from lorasec.tasks.base import Section
-from lorasec.tasks.evidence import RULES, config_fields, parse_value
+from lorasec.tasks.evidence import RULES, config_fields, margins, parse_value
 
 FORMATS = ("md", "html")
 
@@ -123,16 +123,42 @@ def overview(store: Path, rows: list[dict], failed: list[dict], known: list[str]
     return Section("Overview", text)
 
 
-def build(store: Path, compare: Iterable[str] = ()) -> list[Section]:
-    """Every section of the report of `store`, in order; `compare` adds FIELD=REFERENCE comparisons."""
+def parse_margins(specs: Iterable[str]) -> dict[str, float]:
+    """`--margin NAME=VALUE`: the equivalence margin of every metric whose name contains NAME (case-insensitive),
+    in the metric's own units; VALUE > 0."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, eq, text = spec.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not eq or not name.strip() or not value > 0 or value == float("inf"):
+            raise InputError(f"--margin: {spec!r} is not NAME=VALUE with VALUE > 0 (e.g. --margin ASR=0.1)")
+        out[name.strip()] = value
+    return out
+
+
+def build(store: Path, compare: Iterable[str] = (), margin: Iterable[str] = ()) -> list[Section]:
+    """Every section of the report of `store`, in order; `compare` adds FIELD=REFERENCE comparisons, `margin`
+    sets equivalence margins (NAME=VALUE)."""
+    overrides = parse_margins(margin)
     rows, failed, older = load(store)
     extra = parse_compare(compare, rows)
     known = TASKS.names()
-    secs = [overview(Path(store), rows, failed, known, older)]
-    for name in known:
-        task_rows = [r for r in rows if r["config"]["task"] == name]
-        if task_rows:
-            secs += task_sections(name, task_rows, extra)
+    with margins(overrides) as matched:
+        secs = [overview(Path(store), rows, failed, known, older)]
+        for name in known:
+            task_rows = [r for r in rows if r["config"]["task"] == name]
+            if task_rows:
+                secs += task_sections(name, task_rows, extra)
+    unmatched = [n for n in overrides if n not in matched]
+    if unmatched:
+        raise InputError(f"--margin: {unmatched[0]!r} names no metric this report tests (a part of a metric's "
+                         "name, as in the verdict tables' metric column: e.g. ASR, CACC, held-out NLL)")
+    if overrides:
+        secs[0].text += "\n\nEquivalence margins set for this report: " + ", ".join(
+            f"metrics containing {n!r}: ±{v:g}" for n, v in overrides.items()) + "."
     if failed:
         secs.append(failure_section(failed))
     return secs
@@ -151,14 +177,15 @@ def check_out(out: Path) -> None:
         raise InputError(f"--out: {str(where)!r} is not writable")
 
 
-def report(store: Path, out: Path, formats: Iterable[str] = FORMATS, compare: Iterable[str] = ()) -> Path:
+def report(store: Path, out: Path, formats: Iterable[str] = FORMATS, compare: Iterable[str] = (),
+           margin: Iterable[str] = ()) -> Path:
     """Write the report of `store` under `out`: report.md, index.html (self-contained), figures/, tables/.
     Returns the main file (index.html when asked for, else report.md)."""
     from lorasec.report.render import write
 
     fs = check_formats(formats)
     check_out(Path(out))
-    secs = build(store, compare)
+    secs = build(store, compare, margin)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return write(secs, Path(out), fs, f"lorasec report: {Path(store).name}",
                  f"Generated {stamp} from the store only (no training). Figures and tables are also in figures/ "

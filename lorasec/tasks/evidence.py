@@ -19,9 +19,11 @@ seeds: no verdict.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,6 +294,35 @@ class Metric:
         return next((c for c in self.claims if c.covers(treated)), None)
 
 
+_MARGINS: ContextVar[dict[str, float] | None] = ContextVar("margins", default=None)
+_MATCHED: ContextVar[set[str] | None] = ContextVar("margins_matched", default=None)
+
+
+@contextlib.contextmanager
+def margins(overrides: dict[str, float]) -> Iterator[set[str]]:
+    """Equivalence margins set by the reader (`lorasec report --margin NAME=VALUE`) while a report is built: a
+    metric whose name contains NAME (case-insensitive) is tested at VALUE instead of its declared margin. Yields
+    the names that matched some metric."""
+    matched: set[str] = set()
+    t1, t2 = _MARGINS.set(dict(overrides)), _MATCHED.set(matched)
+    try:
+        yield matched
+    finally:
+        _MARGINS.reset(t1)
+        _MATCHED.reset(t2)
+
+
+def margin_of(metric: Metric) -> float:
+    """The margin `metric` is tested at: the reader's override when one names it, else the metric's own."""
+    for name, value in (_MARGINS.get() or {}).items():
+        if name.lower() in metric.name.lower():
+            matched = _MATCHED.get()
+            if matched is not None:
+                matched.add(name)
+            return value
+    return metric.margin
+
+
 def field_matches(name: str, patterns: Iterable[str]) -> bool:
     """Whether a flattened field is one of `patterns`: a pattern ending in "." is a prefix (`method.`)."""
     return any(name.startswith(p) if p.endswith(".") else name == p for p in patterns)
@@ -552,15 +583,15 @@ def matched(utility: Metric, s: Stats, subject: str, test: Tested | None = None)
     finding."""
     if s.n < MIN_SEEDS:
         return f"n={s.n}: utility not compared"
-    test = test or tested([s], utility.margin)[0]
+    test = test or tested([s], margin_of(utility))[0]
     d = direction(s, test)
     if d and (d > 0) != utility.higher_is_better:
         return f"no: {subject} has {utility.worse} (learned less): leakage not compared at matched utility"
     if d:
         return f"no: {subject} has {utility.better}"
     if is_equivalent(s, test):
-        return f"yes: {utility.name} equivalent within ±{utility.margin:g}"
-    return f"not shown: {utility.name} neither differs nor is equivalent within ±{utility.margin:g}"
+        return f"yes: {utility.name} equivalent within ±{margin_of(utility):g}"
+    return f"not shown: {utility.name} neither differs nor is equivalent within ±{margin_of(utility):g}"
 
 
 def power_columns(s: Stats, diffs: Sequence[float], effect: float | None) -> dict[str, Any]:
@@ -578,13 +609,13 @@ def finding_columns(decl: Comparing, c: Comparison, shown: list[str], metric: Me
     (Holm-adjusted within the family), the verdict, and the claim attached to the metric (when it is about the
     treated side) with whether our test shows it."""
     claim = metric.claim_for(c.treated)
-    test = test or tested([c.stats], metric.margin)[0]
+    test = test or tested([c.stats], margin_of(metric))[0]
     return {
         "comparison": f"{decl.side(c.treated, shown)} − {decl.side(c.reference, shown)}",
         "metric": metric.name,
         "n": c.stats.n,
         **stat_columns("difference", c.stats),
-        "p": test.p, "p (Holm)": test.p_holm, "margin": metric.margin, "TOST p (Holm)": test.tost_holm,
+        "p": test.p, "p (Holm)": test.p_holm, "margin": margin_of(metric), "TOST p (Holm)": test.tost_holm,
         **power_columns(c.stats, c.diffs, claim.effect if claim else None),
         "family": f"{decl.name} × {metric.name}",
         "verdict": verdict(c.stats, metric.higher_is_better, decl.subject_of(c, shown), metric.better, metric.worse,
@@ -611,11 +642,11 @@ def findings(rows: list[dict], comparisons: Sequence[Comparing],
         if decl.utility:
             ucomps = decl.pairs(rows, decl.utility)
             util = {_side_key(c): (c, t) for c, t in zip(ucomps, tested([c.stats for c in ucomps],
-                                                                        decl.utility.margin), strict=True)}
+                                                                        margin_of(decl.utility)), strict=True)}
         for metric in decl.metrics:
             found = sorted(((setting(decl, c, ctx_fields), decl.side(c.treated, shown), i, c)
                             for i, c in enumerate(decl.pairs(rows, metric))), key=lambda t: t[:3])
-            tests = tested([c.stats for *_, c in found], metric.margin)  # the family: this metric, this declaration
+            tests = tested([c.stats for *_, c in found], margin_of(metric))  # the family: this metric, this declaration
             for (where, _, _, c), test in zip(found, tests, strict=True):
                 row = {"setting": where, **finding_columns(decl, c, shown, metric, test)}
                 if decl.utility is not None:
