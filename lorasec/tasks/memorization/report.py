@@ -34,6 +34,7 @@ from lorasec.tasks.evidence import (
     stats,
     varying,
 )
+from lorasec.tasks.memorization.matched import matched_rows
 from lorasec.tasks.plots import finish, loss_band, mean_band, panels, series_style, style
 
 PAPER = "paper 2 (arXiv 2506.20856)"
@@ -399,8 +400,19 @@ def sections(rows: list[dict], compare: tuple[tuple[tuple[str, object], ...], ..
         "capped (all correct), so a bound at the cap means 'at least this'. The verdict tables pair DP cells with "
         "their non-DP twins (DP-SGD rows) and methods at equal DP settings (method rows).",
         tables={"privacy": priv_rows}, figures={"privacy_vs_utility": priv_fig})] if priv_rows else []
+    matched = matched_rows(rows, METRICS, UTILITY)
+    at_matched = [Section(
+        "Memorization: leakage at matched held-out NLL (interpolated)",
+        "Each method run at several budgets (learning rates, epochs or steps) traces, per seed, a curve of leakage "
+        "against held-out NLL; the curves are compared at three held-out NLL values (quartiles and midpoint of the "
+        "range that every seed of both methods covers), each method's leakage linearly interpolated between its own "
+        "budgets (never extrapolated). Per-seed differences (method − full fine-tuning) are in `diffs`; Holm over "
+        "each metric's rows, TOST at the metric's margin. Where the methods' NLL ranges do not overlap they are not "
+        "compared: a method that never reaches the other's utility cannot be said to leak less at it.",
+        tables={"matched_utility": matched})] if matched else []
     return [
         Section("Memorization: verdicts", text, tables={"findings": findings_table}),
+        *at_matched,
         *privacy,
         Section("Memorization: groups over seeds",
                 "One row per configuration (every config field but the seed): mean, sample std (ddof=1) and 95% "
