@@ -28,6 +28,7 @@ from lorasec.errors import InputError
 from lorasec.tasks import parse_config
 
 Assignment = dict[str, Any]  # dotted field -> value
+GRID_KEYS = {"base", "axes", "zip", "tuned"}
 
 
 def _set(raw: dict, path: str, value: Any, where: str) -> None:
@@ -75,10 +76,11 @@ def _zip(name: str, members: Any, source: str) -> list[Assignment]:
 
 def assignments(spec: object, source: str = "grid") -> tuple[dict, list[Assignment]]:
     """The base and one assignment (dotted field -> value) per cell, without validating the cells."""
-    if not isinstance(spec, dict) or set(spec) - {"base", "axes", "zip"}:
-        extra = sorted(set(spec) - {"base", "axes", "zip"}) if isinstance(spec, dict) else None
-        raise InputError(f"{source}: a grid is a mapping with 'base' (an experiment), 'axes' (field: [values]) and "
-                         f"'zip' (group: [{{field: value}}, ...])" + (f"; unknown key(s) {extra}" if extra else ""))
+    if not isinstance(spec, dict) or set(spec) - GRID_KEYS:
+        extra = sorted(set(spec) - GRID_KEYS) if isinstance(spec, dict) else None
+        raise InputError(f"{source}: a grid is a mapping with 'base' (an experiment), 'axes' (field: [values]), "
+                         f"'zip' (group: [{{field: value}}, ...]) and optionally 'tuned' ({{store: PATH}})"
+                         + (f"; unknown key(s) {extra}" if extra else ""))
     base, axes, zips = spec.get("base") or {}, spec.get("axes") or {}, spec.get("zip") or {}
     for name, part in (("base", base), ("axes", axes), ("zip", zips)):
         if not isinstance(part, dict):
@@ -97,14 +99,82 @@ def _describe(assignment: Assignment) -> str:
 def expand(spec: object, source: str = "grid") -> list[TaskConfig]:
     """Configs of every cell, each validated (an error names the cell and the field)."""
     base, cells = assignments(spec, source)
+    tuned = _tuned(spec.get("tuned"), source) if isinstance(spec, dict) and "tuned" in spec else None
     configs = []
     for assignment in cells:
         raw = copy.deepcopy(base)
         where = f"{source}: cell ({_describe(assignment)})"
         for field in sorted(assignment, key=lambda f: f.count(".")):
             _set(raw, field, assignment[field], where)
-        configs.append(parse_config(raw, where))
+        cfg = parse_config(raw, where)
+        if tuned is not None:
+            if "lr" in (raw.get("train") or {}):
+                raise InputError(f"{where}: train.lr is set, but the grid takes it from 'tuned' (its store's choice "
+                                 "on validation): set one of them")
+            _set(raw, "train.lr", tuned.lr_for(cfg, where), where)
+            cfg = parse_config(raw, where)
+        configs.append(cfg)
     return configs
+
+
+class _Tuned:
+    """The tuned regime's learning rates (issue 31, part 2), read from a store holding the lr grid's clean cells:
+    each cell takes the lr chosen on the clean validation split for its clean twin's setting (the same config
+    with no attack, no defense and no analyses, less the seed and the lr), so attacked cells train with the
+    recipe whose lr validation picked. Test rows take no part (lorasec.tasks.classification.lr_choice)."""
+
+    def __init__(self, store: Path, rows: list[dict]) -> None:
+        from lorasec.tasks.classification.lr_choice import choose
+
+        self.store = store
+        self.choices = {_setting_key(c.setting): c for c in choose(rows)}
+
+    def lr_for(self, cfg: TaskConfig, where: str) -> float:
+        flat = _twin_fields(cfg)
+        choice = self.choices.get(_setting_key(flat))
+        if choice is None or choice.chosen is None:
+            why = "no clean cells at two or more lrs" if choice is None else "no lr with enough seeds yet"
+            near = min(self.choices.values(), key=lambda c: len(_differ(c.setting, flat)), default=None)
+            hint = f"; the nearest choice differs in {', '.join(_differ(near.setting, flat)[:4])}" if near else ""
+            raise InputError(f"{where}: tuned: {self.store} holds {why} for this cell's clean setting "
+                             f"(data.name={flat.get('data.name')}, method.kind={flat.get('method.kind')}){hint}")
+        return choice.chosen.lr
+
+
+def _twin_fields(cfg: TaskConfig) -> dict[str, Any]:
+    from lorasec.tasks.evidence import config_fields
+
+    return config_fields(cfg.model_dump(mode="json"))
+
+
+def _setting_key(flat: dict[str, Any]) -> tuple:
+    import json
+
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in flat.items()
+                        if k not in ("seed", "train.lr") and not k.startswith(("attack.", "defense.", "analyses"))))
+
+
+def _differ(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = {k for k in set(a) | set(b) if not k.startswith(("attack.", "defense.", "analyses"))} - {"seed", "train.lr"}
+    return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def _tuned(spec: object, source: str) -> _Tuned:
+    from lorasec.store import check_store, open_store, results
+
+    if not isinstance(spec, dict) or set(spec) != {"store"} or not isinstance(spec["store"], str):
+        raise InputError(f"{source}: tuned must be {{store: PATH}}: the store holding the lr grid's clean cells")
+    store = Path(spec["store"])
+    if not store.is_file():
+        raise InputError(f"{source}: tuned.store: {str(store)!r} does not exist (run the lr grid's clean cells "
+                         "into it first)")
+    check_store(store, write=False)
+    con = open_store(store)
+    try:
+        rows = list(results(con, task="classification"))
+    finally:
+        con.close()
+    return _Tuned(store, rows)
 
 
 def is_grid(raw: object) -> bool:

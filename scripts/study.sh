@@ -12,7 +12,7 @@ LORASEC="${LORASEC:-.venv/bin/lorasec}"
 STORE="${LORASEC_STUDY_STORE:-study/study.sqlite}"
 mkdir -p "$(dirname "$STORE")"
 failed=0
-GRIDS="${LORASEC_STUDY_GRIDS:-p1_paper_movie p1_paper_bbc p1_lr_grid p2_matched p1_rank p1_init_freeze p2_scale p1_head_only}"
+GRIDS="${LORASEC_STUDY_GRIDS:-p1_paper_movie p1_paper_bbc p1_lr_grid p1_tuned p2_matched p1_rank p1_init_freeze p2_scale p1_head_only}"
 for grid in $GRIDS; do
     echo "== configs/study/$grid.yaml" >&2
     "$LORASEC" sweep "configs/study/$grid.yaml" --store "$STORE" --workers "${LORASEC_WORKERS:-1}" \

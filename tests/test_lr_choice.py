@@ -62,3 +62,71 @@ def test_the_report_shows_candidates_scores_and_the_choice():
     sections = task_sections("classification", _rows())
     sec = next(s for s in sections if s.title == "Classification: learning rates chosen on validation")
     assert "Test rows take no part" in sec.text and sec.tables["lr_choice"] == table
+
+
+def _store(tmp_path, rows):
+    from lorasec.store import open_store, save
+
+    store = tmp_path / "lr.db"
+    con = open_store(store)
+    for r in rows:
+        save(con, r | {"label": "x", "task": "classification"})
+    con.close()
+    return store
+
+
+def _grid(store, **extra):
+    return {"tuned": {"store": str(store)},
+            "base": {"model": {"name": "tiny-bert"}, "data": {"name": "movie-reviews"}, "method": {"kind": "lora"},
+                     "train": {"steps": 5}},
+            "axes": {"attack": [{"kind": "none"}, {"kind": "prefix", "rate": 0.01}], "seed": 2}} | extra
+
+
+def test_a_tuned_grid_takes_each_cells_lr_from_the_validation_choice(tmp_path):
+    import pytest
+
+    from lorasec.errors import InputError
+    from lorasec.grid import expand
+
+    rows = _rows()
+    for r in rows:  # stored rows need distinct, real keys
+        from lorasec.store import config_key
+        r["key"] = config_key(parse_config(r["config"]))
+    store = _store(tmp_path, rows)
+    cells = expand(_grid(store), "g.yaml")
+    assert len(cells) == 4 and {c.train.lr for c in cells} == {choose(rows)[0].chosen.lr} == {5e-4}
+    assert {c.attack.kind for c in cells} == {"none", "prefix"}
+    # validation moves the choice, and the grid follows it
+    moved = copy.deepcopy(rows)
+    for r in moved:
+        if r["config"]["train"]["lr"] == 5e-4:
+            r["metrics"]["val"]["accuracy"] = 0.5
+    (tmp_path / "m").mkdir()
+    assert {c.train.lr for c in expand(_grid(_store(tmp_path / "m", moved)), "g.yaml")} == {1e-3}
+    other = _grid(store)
+    other["base"]["train"] = {"steps": 7}  # a recipe the lr grid never ran: no choice for it
+    with pytest.raises(InputError, match=r"g.yaml: cell .*tuned: .* no clean cells at two or more lrs .*"
+                                         r"differs in train.steps"):
+        expand(other, "g.yaml")
+    both = _grid(store)
+    both["base"]["train"] = {"steps": 5, "lr": 1e-3}
+    with pytest.raises(InputError, match="train.lr is set, but the grid takes it from 'tuned'"):
+        expand(both, "g.yaml")
+    with pytest.raises(InputError, match=r"tuned.store: .* does not exist"):
+        expand(_grid(tmp_path / "nope.db"), "g.yaml")
+    with pytest.raises(InputError, match=r"tuned must be \{store: PATH\}"):
+        expand(_grid(store) | {"tuned": "study.sqlite"}, "g.yaml")
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(other))
+    res = subprocess.run([sys.executable, "-m", "lorasec.cli", "sweep", str(tmp_path / "g.yaml"), "--store",
+                          str(tmp_path / "out.db"), "--dry-run"], capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "tuned:" in res.stderr
+    assert not (tmp_path / "out.db").exists()
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(_grid(store)))
+    res = subprocess.run([sys.executable, "-m", "lorasec.cli", "sweep", str(tmp_path / "g.yaml"), "--store",
+                          str(tmp_path / "out.db"), "--dry-run"], capture_output=True, text=True)
+    assert res.returncode == 0 and "4 cells" in res.stdout, res.stderr
