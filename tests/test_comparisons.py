@@ -167,13 +167,18 @@ def test_a_new_declaration_needs_no_evidence_code():
                                                cls_report.cacc))
 
 
-def test_compare_option_on_the_command_line(tmp_path):
-    rows = _bench().synthetic_rows(28 * 3)
+def _synthetic_store(tmp_path) -> Path:
+    """The report benchmark's synthetic classification cells (3 seeds), stored."""
     store = tmp_path / "s.db"
     con = open_store(store)
-    for r in rows:
+    for r in _bench().synthetic_rows(28 * 3):
         save(con, r)
     con.close()
+    return store
+
+
+def test_compare_option_on_the_command_line(tmp_path):
+    store = _synthetic_store(tmp_path)
     section = next(s for s in build(store, ["method.rank=16"]) if s.title == "Classification: verdicts")
     extra = [f for f in section.tables["findings"] if f["comparison"] == "method.rank=4 − method.rank=16"]
     assert len(extra) == 7  # CACC on clean, ΔCACC on three label-flip rates, ASR on three prefix rates
@@ -226,12 +231,7 @@ def test_compare_over_several_fields_moves_them_together():
 def test_margin_option_sets_the_equivalence_margin_of_the_metrics_it_names(tmp_path):
     from scipy.stats import t as student_t
 
-    rows = _bench().synthetic_rows(28 * 3)
-    store = tmp_path / "s.db"
-    con = open_store(store)
-    for r in rows:
-        save(con, r)
-    con.close()
+    store = _synthetic_store(tmp_path)
 
     def asr_rows(margin):
         sec = next(s for s in build(store, margin=margin) if s.title == "Classification: verdicts")
