@@ -150,3 +150,25 @@ def test_run_says_where_the_exported_adapter_is(tmp_path):
         key = sqlite3.connect(store).execute("SELECT key FROM runs WHERE label LIKE ?", (like,)).fetchone()[0]
         where = artifacts_dir(store, key).resolve() / "adapter"
         assert f"{what}weightssavedin{where}" in said and (where / "adapter_config.json").is_file()
+
+
+def test_the_single_statistic_baseline_is_chosen_on_training_rows_not_on_the_test():
+    rows = {r["split"]: r for r in ad.evaluate(_synthetic(), n_boot=50)}
+    held = rows["leave attack out: style"]
+    # trained on prefix, whose shift is in f0: f0 is chosen, and it cannot see style (f1 would, but only the
+    # test adapters say so)
+    assert held["best single statistic"] == "f0" and held["its AUC"] < 0.75
+    assert rows["leave attack out: prefix"]["best single statistic"] == "f1"
+
+
+def test_platt_calibration_and_the_threshold_come_from_out_of_fold_scores():
+    b = _synthetic()
+    det = ad.fit(b)
+    a, c = det.calibration
+    assert a > 0 and 0 < det.threshold < 1
+    oof = ad._out_of_fold_logits(b, 0)
+    prob = 1 / (1 + np.exp(-(a * oof + c)))
+    assert det.threshold == pytest.approx(np.quantile(prob[b.y == 0], 0.99))
+    in_sample = np.array([det.logit(dict(zip(b.names, row, strict=True))) for row in b.x])
+    assert not np.allclose(in_sample, oof)  # the threshold is not read off scores of adapters it was fitted on
+    assert det.card["out_of_fold"]["brier"] == pytest.approx(float(np.mean((prob - b.y) ** 2)))

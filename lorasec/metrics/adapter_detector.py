@@ -36,13 +36,14 @@ class Bank:
     keys: list[str]
     asr: np.ndarray | None = None  # the backdoor's attack success rate on the cell's test rows (nan: clean)
     base: np.ndarray | None = None  # the base model's name
+    modules: np.ndarray | None = None  # the LoRA target set (all-linear, attention, ...)
 
     def without(self, attacks: Sequence[str]) -> Bank:
         """The bank less the adapters of these attack kinds."""
         keep = ~np.isin(self.attack, list(attacks))
         return Bank(self.x[keep], self.y[keep], self.names, self.attack[keep], self.dataset[keep], self.rank[keep],
                     [k for k, m in zip(self.keys, keep, strict=True) if m],
-                    None if self.asr is None else self.asr[keep], None if self.base is None else self.base[keep])
+                    *(None if a is None else a[keep] for a in (self.asr, self.base, self.modules)))
 
 
 def bank(rows: Sequence[dict]) -> Bank:
@@ -59,7 +60,8 @@ def bank(rows: Sequence[dict]) -> Bank:
                 np.array([r["config"]["data"]["name"] for r in keep]),
                 np.array([r["config"]["method"].get("rank", 0) for r in keep]), [r["key"] for r in keep],
                 np.array([np.nan if a is None else a for a in asr], dtype=float),
-                np.array([r["config"]["model"]["name"] for r in keep]))
+                np.array([r["config"]["model"]["name"] for r in keep]),
+                np.array([str(r["config"]["method"].get("targets", "?")) for r in keep]))
 
 
 def squash(x: np.ndarray) -> np.ndarray:
@@ -203,7 +205,10 @@ def splits(b: Bank, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarra
             train = np.concatenate([idx[(b.y == 1) & (b.attack != a)], halves[1 - h]])
             folds.append((train, np.concatenate([held, halves[h]])))
         out[f"leave attack out: {a}"] = folds
-    for key, values in (("leave dataset out", b.dataset), ("unseen rank", b.rank)):
+    groups = [("leave dataset out", b.dataset), ("unseen rank", b.rank)]
+    if b.modules is not None:
+        groups.append(("leave module set out", b.modules))
+    for key, values in groups:
         for v in sorted(set(values.tolist())):
             test, train = idx[values == v], idx[values != v]
             if len(set(b.y[test].tolist())) == 2 and len(set(b.y[train].tolist())) == 2:
@@ -212,30 +217,31 @@ def splits(b: Bank, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarra
 
 
 def evaluate(b: Bank, seed: int = 0, n_boot: int = 1000) -> list[dict]:
-    """One row per split: the detector's AUC / TPR@1%FPR with intervals, and the best single statistic's AUC (each
-    statistic oriented by the sign of its mean difference on the training rows)."""
+    """One row per split: the detector's AUC / TPR@1%FPR with intervals, and the single-statistic baseline: in each
+    fold, the statistic with the best AUC on the fold's training rows (oriented there), scored on its test rows —
+    chosen without looking at the test rows, as the detector is."""
     from sklearn.metrics import roc_auc_score
 
     rows = []
     for name, folds in splits(b, seed).items():
-        test_all, score_all, single = [], [], {n: [] for n in b.names}
+        test_all, score_all, single, chosen = [], [], [], []
         for train, test in folds:
             if len(set(b.y[train].tolist())) < 2:
                 continue
             m = _model(seed).fit(squash(b.x[train]), b.y[train])
             test_all.append(test)
             score_all.append(m.predict_proba(squash(b.x[test]))[:, 1])
-            for j, n in enumerate(b.names):
-                d = b.x[train][b.y[train] == 1, j].mean() - b.x[train][b.y[train] == 0, j].mean()
-                single[n].append(b.x[test, j] * (1 if d >= 0 else -1))
+            train_auc = [roc_auc_score(b.y[train], b.x[train, j]) for j in range(len(b.names))]
+            j = int(np.argmax([max(a, 1 - a) for a in train_auc]))
+            chosen.append(b.names[j])
+            single.append(b.x[test, j] * (1 if train_auc[j] >= 0.5 else -1))
         if not test_all:
             continue
         t = np.concatenate(test_all)
         s = np.concatenate(score_all)
         row = {"split": name, **with_intervals(b.y[t], s, n_boot, seed)}
-        aucs = {n: float(roc_auc_score(b.y[t], np.concatenate(v))) for n, v in single.items()}
-        best = max(aucs, key=aucs.get)
-        row |= {"best single statistic": best, "its AUC": aucs[best]}
+        row |= {"best single statistic": "/".join(sorted(set(chosen))),
+                "its AUC": float(roc_auc_score(b.y[t], np.concatenate(single)))}
         rows.append(row)
     return rows
 
@@ -288,10 +294,11 @@ def markdown(store: str, b: Bank, det: Detector, evaluation: list[dict], singles
         lines.append(f"| {r['attack']} | {r['adapters']} | {r['datasets']} | {', '.join(map(str, r['ranks']))} | "
                      f"{asr} |")
     lines += ["", "## Held-out evaluation", "",
-              "ROC AUC and TPR at 1% FPR with stratified bootstrap 95% intervals (1,000 resamples); the best single "
-              "statistic is oriented on each fold's training rows and scored on its test rows.", "",
+              "ROC AUC and TPR at 1% FPR with stratified bootstrap 95% intervals (1,000 resamples). The baseline is "
+              "one statistic alone: in each fold the one with the best AUC on the training rows (oriented there), "
+              "scored on the test rows, so it is chosen as blind to the test adapters as the detector is.", "",
               "| split | backdoored / clean tested | ROC AUC [95% bootstrap] | TPR at 1% FPR [95% bootstrap] | "
-              "best single statistic (its AUC) |", "|---|---|---|---|---|"]
+              "single statistic chosen on training (its test AUC) |", "|---|---|---|---|---|"]
     for r in evaluation:
         lines.append(f"| {r['split']} | {r['n_backdoored']} / {r['n_clean']} | {r['auc']:.3f} [{r['auc_lo']:.3f}, "
                      f"{r['auc_hi']:.3f}] | {r['tpr_1pct']:.3f} [{r['tpr_1pct_lo']:.3f}, {r['tpr_1pct_hi']:.3f}] | "
@@ -302,7 +309,7 @@ def markdown(store: str, b: Bank, det: Detector, evaluation: list[dict], singles
     fails = det.card.get("known_to_fail", [])
     oof = det.card.get("out_of_fold", {})
     weak = [r["split"] for r in evaluation if r["tpr_1pct"] < 0.2]
-    beaten = [r["split"] for r in evaluation if r["its AUC"] >= r["auc"]]
+    beaten = [r["split"] for r in evaluation if r["its AUC"] >= r["auc"]]  # the baseline chosen on training
     lines += ["", "## The detector's card", "",
               f"- Fitted on {len(b.y)} adapters: {det.fitted_on['attacks']}; datasets "
               f"{', '.join(det.fitted_on['datasets'])}; ranks {det.fitted_on['ranks']}; base models "
