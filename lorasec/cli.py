@@ -344,11 +344,13 @@ def _base_modules(base: str) -> dict[str, tuple[int, int]]:
         raise InputError(f"base: {base!r} is neither a shipped classifier (minilm) nor a model directory") from None
     from transformers.utils import logging as hf_logging
 
+    was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a verdict is one screen; the weight-loading bar is noise (and not one line)
     try:
         model = load_classifier(cfg, 2, 0).model
     finally:
-        hf_logging.enable_progress_bar()
+        if was_on:  # off already when piped (quiet_when_piped): turning it on again only warns
+            hf_logging.enable_progress_bar()
 
     return {n: tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
