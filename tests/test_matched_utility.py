@@ -67,3 +67,20 @@ def test_same_curve_is_equivalent_and_disjoint_ranges_are_not_compared():
     apart = matched_rows(_rows((4.5, 4.0, 3.6), 0.0), [LEAK], NLL)
     assert len(apart) == 1 and apart[0]["verdict"].startswith("not compared")
     assert apart[0]["held-out NLL (nats)"] is None
+
+
+def test_the_reference_is_full_fine_tuning_without_dp():
+    rows = _rows((3.2, 2.7, 2.2), 0.05)
+    dp = []
+    for r in rows:
+        if r["config"]["method"]["kind"] == "full":  # a DP twin of every full cell, leaking much less
+            cfg = {**r["config"], "method": {"kind": "full", "dp": {"target_epsilon": 8.0}}}
+            dp.append(r | {"key": r["key"] + "-dp", "config": cfg, "leak": r["leak"] - 0.5})
+    got = matched_rows(rows + dp, [LEAK], NLL)
+    by = {}
+    for r in got:
+        by.setdefault(r["comparison"], []).append(r)
+    assert set(by) == {"LoRA r=8 − full FT", "full FT + DP (target_epsilon=8) − full FT"}
+    assert all(r["difference mean"] == pytest.approx(0.05, abs=0.01) for r in by["LoRA r=8 − full FT"])
+    assert all(r["difference mean"] == pytest.approx(-0.5, abs=0.01)
+               for r in by["full FT + DP (target_epsilon=8) − full FT"])

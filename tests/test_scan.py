@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,42 @@ def test_platt_calibration_and_the_threshold_come_from_out_of_fold_scores():
     in_sample = np.array([det.logit(dict(zip(b.names, row, strict=True))) for row in b.x])
     assert not np.allclose(in_sample, oof)  # the threshold is not read off scores of adapters it was fitted on
     assert det.card["out_of_fold"]["brier"] == pytest.approx(float(np.mean((prob - b.y) ** 2)))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_detector_and_docs_scan_recompute_from_the_committed_bank():
+    """lorasec/configs/scan_detector.json and docs/SCAN.md were written by `lorasec scan-fit study/adapters.sqlite`:
+    refitting on the committed store gives the same coefficients, and every split's AUC in docs/SCAN.md recomputes
+    (bootstrap intervals aside)."""
+    import re
+
+    from lorasec.cli import SHIPPED_DETECTOR
+    from lorasec.report import load
+
+    shipped = ad.Detector.from_json(SHIPPED_DETECTOR)
+    assert sum(shipped.fitted_on["attacks"].values()) >= 200 and shipped.fitted_on["base_models"] == ["minilm"]
+    assert shipped.card["held_out"] and "known_to_fail" in shipped.card
+    rows, _, _ = load(ROOT / "study" / "adapters.sqlite")
+    b = ad.bank(rows)
+    evaluation = ad.evaluate(b, n_boot=5)
+    refit = ad.fit(b, 0, evaluation)
+    assert refit.names == shipped.names
+    assert np.allclose(refit.coef, shipped.coef, rtol=1e-3, atol=1e-4)
+    assert refit.threshold == pytest.approx(shipped.threshold, abs=1e-3)
+    doc = (ROOT / "docs" / "SCAN.md").read_text()
+    for r in evaluation:
+        m = re.search(rf"^\| {re.escape(r['split'])} \| (\d+) / (\d+) \| ([0-9.]+) \[", doc, re.M)
+        assert m, r["split"]
+        assert (int(m[1]), int(m[2])) == (r["n_backdoored"], r["n_clean"])
+        assert float(m[3]) == pytest.approx(r["auc"], abs=2e-3)
+
+
+def test_scan_with_the_shipped_detector_warns_outside_its_base_model(bank_store):
+    from lorasec.cli import SHIPPED_DETECTOR
+
+    res = runner.invoke(app, ["scan", "tiny-bert", str(_adapter_dir(bank_store)), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["detector"] == str(SHIPPED_DETECTOR) and "fitted on adapters of minilm" in out["warning"]

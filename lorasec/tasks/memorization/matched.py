@@ -84,9 +84,10 @@ def matched_rows(rows: Sequence[dict], metrics: Sequence[Metric], utility: Metri
         family: list[dict] = []
         for (ctx, arm), by_seed in sorted(cv.items()):
             arm_flat = {k: _load(v) for k, v in arm}
-            if arm_flat.get("method.kind") == "full":
+            if _is_reference(arm_flat):
                 continue
-            ref = next((b for (c, a), b in cv.items() if c == ctx and dict(a).get("method.kind") == '"full"'), None)
+            ref = next((b for (c, a), b in cv.items() if c == ctx and _is_reference({k: _load(v) for k, v in a})),
+                       None)
             if ref is None:
                 continue
             seeds = sorted(s for s in set(by_seed) & set(ref) if len(by_seed[s]) >= 2 and len(ref[s]) >= 2)
@@ -115,6 +116,11 @@ def matched_rows(rows: Sequence[dict], metrics: Sequence[Metric], utility: Metri
                             "verdict": verdict(s, metric.higher_is_better, f.pop("subject"), metric.better,
                                                metric.worse, t)})
     return out
+
+
+def _is_reference(method: dict[str, Any]) -> bool:
+    """Full fine-tuning without DP: what every other method is compared with."""
+    return method.get("method.kind") == "full" and not any(k.startswith("method.dp") for k in method)
 
 
 def _load(v: str) -> Any:
