@@ -23,6 +23,7 @@ import numpy as np
 
 CLEAN = "none"
 NOT_BACKDOORS = ("none", "label_flip")  # label flip is poisoning, not a backdoor: left out of the bank's labels
+LEARNED = 0.9  # an ASR at which a backdoor counts as learned (for the learned-only split)
 
 
 @dataclass
@@ -196,6 +197,12 @@ def splits(b: Bank, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarra
     k = min(5, int(min(np.bincount(b.y, minlength=2))))
     if k >= 2:
         out["random (stratified 5-fold)"] = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(b.x, b.y))
+    if b.asr is not None and k >= 2:  # a backdoor the adapter did not learn is not one its weights can show
+        sub = idx[(b.y == 0) | (np.nan_to_num(b.asr) >= LEARNED)]
+        if min(np.bincount(b.y[sub], minlength=2)) >= k:
+            out[f"random, learned backdoors only (ASR >= {LEARNED:g})"] = [
+                (sub[tr], sub[te]) for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(
+                    b.x[sub], b.y[sub])]
     clean = idx[b.y == 0]
     halves = np.array_split(rng.permutation(clean), 2)
     for a in sorted(set(b.attack[b.y == 1].tolist())):
@@ -285,7 +292,7 @@ def markdown(store: str, b: Bank, det: Detector, evaluation: list[dict], singles
              "kurtosis of the entries), averaged by module type, and the spread of normalised Frobenius norms "
              "across modules; a logistic regression on them. Each split scores every test adapter with a model "
              "that never saw it; leave-attack-out also keeps the clean adapters tested out of training.", "",
-             "## The bank", "",
+             *_reading(evaluation), "## The bank", "",
              "| attack | adapters | datasets | ranks | median ASR | min ASR | share with ASR >= 0.5 |",
              "|---|---|---|---|---|---|---|"]
     for r in composition(b):
@@ -323,3 +330,27 @@ def markdown(store: str, b: Bank, det: Detector, evaluation: list[dict], singles
               f"- Catches less than 20% at 1% FPR: {', '.join(weak) if weak else 'no split'}.",
               f"- A single statistic does as well or better: {', '.join(beaten) if beaten else 'no split'}."]
     return "\n".join(lines) + "\n"
+
+
+def _reading(evaluation: list[dict]) -> list[str]:
+    """The headline, read off the evaluation rows."""
+    by = {r["split"]: r for r in evaluation}
+    rnd = next((r for n, r in by.items() if n.startswith("random (")), None)
+    learned = next((r for n, r in by.items() if n.startswith("random, learned")), None)
+    lao = [r for n, r in by.items() if n.startswith("leave attack out")]
+    if rnd is None:
+        return []
+    out = [f"**Reading.** On a random split the detector reaches ROC AUC {rnd['auc']:.3f} [{rnd['auc_lo']:.3f}, "
+           f"{rnd['auc_hi']:.3f}] and catches {rnd['tpr_1pct']:.1%} of backdoored adapters at 1% false positives"]
+    if learned:
+        out[0] += (f"; on backdoors the adapter learned ({learned['split'].split('(')[-1].rstrip(')')}), AUC "
+                   f"{learned['auc']:.3f} [{learned['auc_lo']:.3f}, {learned['auc_hi']:.3f}]")
+    if lao:
+        lo, hi = min(lao, key=lambda r: r["auc"]), max(lao, key=lambda r: r["auc"])
+        out[0] += (f"; on an attack type held out of training, AUC from {lo['auc']:.3f} "
+                   f"({lo['split'].removeprefix('leave attack out: ')}) to {hi['auc']:.3f} "
+                   f"({hi['split'].removeprefix('leave attack out: ')})")
+    out[0] += (". Published weight-only detectors report near-perfect detection on their own benchmarks "
+               "(arXiv 2602.15195: 97% accuracy under 2% false positives; PEFTGuard near 100%); these numbers are "
+               "what the same kind of statistics give on this bank of short runs (40 steps of batch 16).")
+    return [*out, ""]
