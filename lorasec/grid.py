@@ -147,16 +147,19 @@ def _twin_fields(cfg: TaskConfig) -> dict[str, Any]:
     return config_fields(cfg.model_dump(mode="json"))
 
 
-def _setting_key(flat: dict[str, Any]) -> tuple:
-    import json
+def _not_recipe(k: str) -> bool:
+    """What a cell may differ in from the clean cell whose lr it takes: seed, lr, attack, defense, analyses."""
+    return k in ("seed", "train.lr") or k.startswith(("attack.", "defense.", "analyses"))
 
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in flat.items()
-                        if k not in ("seed", "train.lr") and not k.startswith(("attack.", "defense.", "analyses"))))
+
+def _setting_key(flat: dict[str, Any]) -> tuple:
+    from lorasec.tasks.evidence import frozen
+
+    return frozen(flat, drop=_not_recipe)
 
 
 def _differ(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = {k for k in set(a) | set(b) if not k.startswith(("attack.", "defense.", "analyses"))} - {"seed", "train.lr"}
-    return sorted(k for k in keys if a.get(k) != b.get(k))
+    return sorted(k for k in set(a) | set(b) if not _not_recipe(k) and a.get(k) != b.get(k))
 
 
 def _tuned(spec: object, source: str) -> _Tuned:
