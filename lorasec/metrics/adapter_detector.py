@@ -81,12 +81,15 @@ class Detector:
     calibration: tuple[float, float] = (1.0, 0.0)  # Platt (a, b): probability = sigmoid(a * logit + b)
     card: dict = field(default_factory=dict)  # what it was trained on, how it did on held-out splits, where it fails
 
-    def logit(self, vector: dict[str, float]) -> float:
+    def _z(self, vector: dict[str, float]) -> np.ndarray:
+        """The standardised, squashed feature vector the coefficients multiply."""
         missing = [n for n in self.names if n not in vector]
         if missing:
             raise ValueError(f"the adapter's features lack {missing[:3]}")
-        z = (squash(np.array([vector[n] for n in self.names])) - np.array(self.mean)) / np.array(self.scale)
-        return float(z @ np.array(self.coef) + self.intercept)
+        return (squash(np.array([vector[n] for n in self.names])) - np.array(self.mean)) / np.array(self.scale)
+
+    def logit(self, vector: dict[str, float]) -> float:
+        return float(self._z(vector) @ np.array(self.coef) + self.intercept)
 
     def probability(self, vector: dict[str, float]) -> float:
         """Calibrated (Platt, on out-of-fold logits of the bank) at even prior odds: the chance that an adapter
@@ -96,8 +99,7 @@ class Detector:
 
     def contributions(self, vector: dict[str, float]) -> dict[str, float]:
         """Each feature's term in the logit: what drove the score."""
-        z = (squash(np.array([vector[n] for n in self.names])) - np.array(self.mean)) / np.array(self.scale)
-        return dict(zip(self.names, (z * np.array(self.coef)).tolist(), strict=True))
+        return dict(zip(self.names, (self._z(vector) * np.array(self.coef)).tolist(), strict=True))
 
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))
